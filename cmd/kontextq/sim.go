@@ -1,0 +1,75 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kontextq/kontextq/kie/kietest"
+)
+
+func newSimCmd() *cobra.Command {
+	var (
+		addr             string
+		o                kietest.Options
+		limit, pollLimit string
+	)
+	cmd := &cobra.Command{
+		Use:   "sim",
+		Short: "Serve the Kie.ai simulator (API and upload host on one address) for trying kontextq without an account",
+		Long: `sim serves a faithful simulator of Kie.ai's Flux Kontext, file-upload and common APIs, faults
+and quirks included. Point kontextq at it with KIE_BASE_URL and KIE_UPLOAD_URL set to its address and
+KIE_API_KEY set to its key (default sim-key).`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			rl, err := parseRateFlag("--limit", limit)
+			if err != nil {
+				return err
+			}
+			pl, err := parseRateFlag("--poll-limit", pollLimit)
+			if err != nil {
+				return err
+			}
+			o.GenerateLimit, o.GenerateWindow = rl.Events, rl.Per
+			o.RecordInfoLimit, o.RecordInfoWindow = pl.Events, pl.Per
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				return usageErr(fmt.Errorf("--addr %s: %w", addr, err))
+			}
+			if o.PublicURL == "" {
+				o.PublicURL = "http://" + ln.Addr().String()
+			}
+			sim := kietest.New(o)
+			defer sim.Close()
+			srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
+			fmt.Fprintf(cmd.OutOrStdout(), "Kie simulator on %s (key %q)\n  export KIE_BASE_URL=%s KIE_UPLOAD_URL=%s KIE_API_KEY=%s\n",
+				o.PublicURL, o.Key, o.PublicURL, o.PublicURL, o.Key)
+			go func() {
+				<-cmd.Context().Done()
+				_ = srv.Close()
+			}()
+			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&addr, "addr", "127.0.0.1:8089", "address to listen on")
+	f.StringVar(&o.Key, "key", "sim-key", "the API key the simulator accepts")
+	f.StringVar(&o.PublicURL, "public-url", "", "base URL of the simulator as clients reach it (default http://ADDR)")
+	f.StringVar(&limit, "limit", "20/10s", "generate calls accepted per sliding window")
+	f.StringVar(&pollLimit, "poll-limit", "10/1s", "record-info calls accepted per sliding window")
+	f.DurationVar(&o.GenTimeMedian, "gen-time", 8*time.Second, "median generation time (lognormal)")
+	f.Float64Var(&o.GenerationFailureRate, "generation-failure-rate", 0, "fraction of tasks whose generation fails (successFlag 3)")
+	f.Float64Var(&o.TransientErrorRate, "transient-error-rate", 0, "fraction of API calls answering code 500")
+	f.Float64Var(&o.TruncateRate, "truncate-rate", 0, "fraction of image downloads cut off midway")
+	f.BoolVar(&o.Quirks, "quirks", false, "vary record-info payloads as Kie does (time formats, null strings)")
+	f.DurationVar(&o.ResultTTL, "result-ttl", 14*24*time.Hour, "how long result images stay downloadable")
+	f.Int64Var(&o.Seed, "seed", 1, "seed of every random choice")
+	return cmd
+}

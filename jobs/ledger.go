@@ -1,0 +1,611 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// State is where a job stands: queued → submitted → generated → archived, or failed.
+type State string
+
+const (
+	Queued    State = "queued"    // waiting for a submission (or a resubmission)
+	Submitted State = "submitted" // Kie holds a task for it; polling
+	Generated State = "generated" // Kie has the image; archiving
+	Archived  State = "archived"  // on disk (or in the bucket), complete and verified
+	Failed    State = "failed"    // ended without an image; Reason says why
+)
+
+// States lists every state in flow order.
+var States = []State{Queued, Submitted, Generated, Archived, Failed}
+
+// Terminal reports whether s ends a job.
+func (s State) Terminal() bool { return s == Archived || s == Failed }
+
+// Reason says why a job failed.
+type Reason string
+
+const (
+	Rejected         Reason = "rejected"          // Kie refused the input (content policy, validation)
+	GenerationFailed Reason = "generation_failed" // generation failed every time it was tried
+	Expired          Reason = "expired"           // the result expired before it could be archived
+	Cancelled        Reason = "cancelled"         // the batch was cancelled
+	Interrupted      Reason = "interrupted"       // a submission was cut off after it may have reached Kie
+)
+
+// ErrNotFound is returned for a job the ledger does not hold (never created, or expired after
+// its retention).
+var ErrNotFound = errors.New("job not found in the ledger")
+
+// Job is a job's ledger record. The record is a small Redis hash; field names are short because a
+// million of them live in Redis at once.
+type Job struct {
+	Ref
+	State State
+	Spec  Spec
+
+	TaskID      string    // Kie's task id of the current submission
+	Submissions int       // paid generate calls made for this job
+	Submitting  time.Time // set while a generate call is in flight; see Ledger.MarkSubmitting
+	SubmittedAt time.Time
+	PollToken   string // the poll chain that owns follow-up polls
+
+	UploadURL  string // Kie's download URL of the uploaded local input image
+	UploadedAt time.Time
+
+	ResultURL    string
+	OriginURL    string
+	CreateTime   time.Time // Kie's
+	CompleteTime time.Time // Kie's
+	ExpiresAt    time.Time // when the result URL is assumed gone
+
+	Location   string // where the image was archived
+	SHA256     string
+	Bytes      int64
+	ArchivedAt time.Time
+
+	Reason  Reason
+	Error   string // the last error, kept for humans
+	Created time.Time
+	Updated time.Time
+}
+
+// Ledger fields.
+const (
+	fState        = "s"
+	fSpec         = "spec"
+	fTask         = "t"
+	fSubs         = "n"
+	fSubmitting   = "sub"
+	fSubmittedAt  = "sa"
+	fToken        = "pt"
+	fUpload       = "up"
+	fUploadedAt   = "upa"
+	fURL          = "url"
+	fOrigin       = "ourl"
+	fCreateTime   = "ct"
+	fCompleteTime = "cpt"
+	fExpires      = "exp"
+	fLocation     = "loc"
+	fSHA          = "sha"
+	fBytes        = "b"
+	fArchivedAt   = "aa"
+	fReason       = "r"
+	fError        = "err"
+	fCreated      = "c"
+	fUpdated      = "u"
+)
+
+// LedgerOptions configure a Ledger.
+type LedgerOptions struct {
+	// Namespace prefixes every key ("kontextq" by default).
+	Namespace string
+	// Retention is how long a finished job's record stays (default 7 days). The sidecar in the
+	// archive is the lasting record.
+	Retention time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Ledger is the job records and per-batch counters in Redis. Every change goes through one Lua
+// script that checks the expected state (and Kie task id) and keeps counters and indexes in step,
+// so racing handlers — a callback and a poll, a redelivered task and its first run — change a job
+// at most once.
+type Ledger struct {
+	rdb       redis.UniversalClient
+	ns        string
+	retention time.Duration
+	now       func() time.Time
+}
+
+// NewLedger returns the ledger of a namespace.
+func NewLedger(rdb redis.UniversalClient, o LedgerOptions) *Ledger {
+	if o.Namespace == "" {
+		o.Namespace = "kontextq"
+	}
+	if o.Retention <= 0 {
+		o.Retention = 7 * 24 * time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return &Ledger{rdb: rdb, ns: o.Namespace, retention: o.Retention, now: o.Now}
+}
+
+// Namespace is the ledger's key prefix.
+func (l *Ledger) Namespace() string { return l.ns }
+
+func (l *Ledger) jobKey(r Ref) string         { return l.ns + ":job:" + r.String() }
+func (l *Ledger) batchKey(b string) string    { return l.ns + ":batch:" + b }
+func (l *Ledger) batchJobs(b string) string   { return l.ns + ":batch:" + b + ":jobs" }
+func (l *Ledger) batchFailed(b string) string { return l.ns + ":batch:" + b + ":failed" }
+func (l *Ledger) batchesKey() string          { return l.ns + ":batches" }
+func (l *Ledger) tasksKey() string            { return l.ns + ":tasks" }
+func (l *Ledger) expiryKey() string           { return l.ns + ":expiry" }
+func (l *Ledger) inflightKey() string         { return l.ns + ":inflight" }
+
+var createScript = redis.NewScript(`
+local s = redis.call('HGET', KEYS[1], 's')
+if s then return {s, tonumber(redis.call('HGET', KEYS[1], 'n') or '0')} end
+redis.call('HSET', KEYS[1], 's', 'queued', 'spec', ARGV[1], 'c', ARGV[2], 'u', ARGV[2])
+redis.call('HINCRBY', KEYS[2], 'queued', 1)
+redis.call('HINCRBY', KEYS[2], 'total', 1)
+redis.call('HSETNX', KEYS[2], 'created', ARGV[2])
+redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[4])
+return {'', 0}
+`)
+
+// Create records a new queued job unless the ledger already holds one with the same batch and id.
+// It reports the state of the existing job ("" when created) and its paid submissions so far.
+func (l *Ledger) Create(ctx context.Context, s *Spec) (existing State, submissions int, err error) {
+	if s.ID == "" || s.Batch == "" {
+		return "", 0, fmt.Errorf("ledger create: job without id or batch")
+	}
+	spec, err := json.Marshal(specBody(s))
+	if err != nil {
+		return "", 0, fmt.Errorf("ledger create %s/%s: %w", s.Batch, s.ID, err)
+	}
+	r := Ref{Batch: s.Batch, ID: s.ID}
+	res, err := createScript.Run(ctx, l.rdb,
+		[]string{l.jobKey(r), l.batchKey(r.Batch), l.batchJobs(r.Batch), l.batchesKey()},
+		spec, ms(l.now()), r.ID, r.Batch).Slice()
+	if err != nil {
+		return "", 0, fmt.Errorf("ledger create %s: %w", r, err)
+	}
+	st, _ := res[0].(string)
+	n, _ := res[1].(int64)
+	return State(st), int(n), nil
+}
+
+// specBody is the spec as stored: id and batch are in the key already.
+func specBody(s *Spec) *Spec {
+	c := *s
+	c.ID, c.Batch = "", ""
+	return &c
+}
+
+// Get reads a job's record.
+func (l *Ledger) Get(ctx context.Context, r Ref) (*Job, error) {
+	m, err := l.rdb.HGetAll(ctx, l.jobKey(r)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger get %s: %w", r, err)
+	}
+	if len(m) == 0 {
+		return nil, fmt.Errorf("ledger get %s: %w", r, ErrNotFound)
+	}
+	return decodeJob(r, m)
+}
+
+func decodeJob(r Ref, m map[string]string) (*Job, error) {
+	j := &Job{Ref: r, State: State(m[fState])}
+	if err := json.Unmarshal([]byte(m[fSpec]), &j.Spec); err != nil {
+		return nil, fmt.Errorf("ledger %s: corrupt spec: %w", r, err)
+	}
+	j.Spec.ID, j.Spec.Batch = r.ID, r.Batch
+	j.TaskID = m[fTask]
+	j.Submissions, _ = strconv.Atoi(m[fSubs])
+	j.Submitting = fromMS(m[fSubmitting])
+	j.SubmittedAt = fromMS(m[fSubmittedAt])
+	j.PollToken = m[fToken]
+	j.UploadURL = m[fUpload]
+	j.UploadedAt = fromMS(m[fUploadedAt])
+	j.ResultURL = m[fURL]
+	j.OriginURL = m[fOrigin]
+	j.CreateTime = fromMS(m[fCreateTime])
+	j.CompleteTime = fromMS(m[fCompleteTime])
+	j.ExpiresAt = fromMS(m[fExpires])
+	j.Location = m[fLocation]
+	j.SHA256 = m[fSHA]
+	j.Bytes, _ = strconv.ParseInt(m[fBytes], 10, 64)
+	j.ArchivedAt = fromMS(m[fArchivedAt])
+	j.Reason = Reason(m[fReason])
+	j.Error = m[fError]
+	j.Created = fromMS(m[fCreated])
+	j.Updated = fromMS(m[fUpdated])
+	return j, nil
+}
+
+// transitionScript applies one change to a job if it is in an expected state and its fields hold
+// expected values, keeping counters and indexes in step.
+//
+// KEYS: job, batch counters, tasks index, expiry index, in-flight index, batch failed set.
+// ARGV: from (comma list, "" any), to ("" keep), retention ms, ref, now ms, then n and n
+// field/value pairs that must hold ("" means absent), then n and n pairs to set, then n and n
+// fields to delete. Returns {1, state before} when applied, {0, state} when not ("" if the job does
+// not exist).
+var transitionScript = redis.NewScript(`
+local s = redis.call('HGET', KEYS[1], 's')
+if not s then return {0, ''} end
+if ARGV[1] ~= '' then
+  local ok = false
+  for st in string.gmatch(ARGV[1], '[^,]+') do
+    if st == s then ok = true end
+  end
+  if not ok then return {0, s} end
+end
+local i = 6
+local n = tonumber(ARGV[i]); i = i + 1
+for j = 1, n do
+  local v = redis.call('HGET', KEYS[1], ARGV[i]) or ''
+  if v ~= ARGV[i+1] then return {0, s} end
+  i = i + 2
+end
+local oldt = redis.call('HGET', KEYS[1], 't')
+n = tonumber(ARGV[i]); i = i + 1
+if n > 0 then
+  local kv = {}
+  for j = 1, 2*n do kv[j] = ARGV[i + j - 1] end
+  redis.call('HSET', KEYS[1], unpack(kv))
+  i = i + 2*n
+end
+n = tonumber(ARGV[i]); i = i + 1
+for j = 1, n do redis.call('HDEL', KEYS[1], ARGV[i]); i = i + 1 end
+redis.call('HSET', KEYS[1], 'u', ARGV[5])
+local to = ARGV[2]
+local ref = ARGV[4]
+if to == '' or to == s then return {1, s} end
+redis.call('HSET', KEYS[1], 's', to)
+redis.call('HINCRBY', KEYS[2], s, -1)
+redis.call('HINCRBY', KEYS[2], to, 1)
+if s == 'submitted' then
+  if oldt then redis.call('HDEL', KEYS[3], oldt) end
+  redis.call('ZREM', KEYS[5], ref)
+elseif s == 'generated' then
+  redis.call('ZREM', KEYS[4], ref)
+elseif s == 'failed' then
+  redis.call('SREM', KEYS[6], ref)
+  redis.call('PERSIST', KEYS[1])
+elseif s == 'archived' then
+  redis.call('PERSIST', KEYS[1])
+end
+if to == 'submitted' then
+  redis.call('HINCRBY', KEYS[1], 'n', 1)
+  redis.call('HSET', KEYS[3], redis.call('HGET', KEYS[1], 't'), ref)
+  redis.call('ZADD', KEYS[5], tonumber(redis.call('HGET', KEYS[1], 'sa') or ARGV[5]), ref)
+elseif to == 'generated' then
+  redis.call('ZADD', KEYS[4], tonumber(redis.call('HGET', KEYS[1], 'exp') or ARGV[5]), ref)
+elseif to == 'failed' then
+  redis.call('SADD', KEYS[6], ref)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+elseif to == 'archived' then
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+end
+return {1, s}
+`)
+
+// Change is one conditional change of a job record.
+type Change struct {
+	From   []State           // states the job may be in; empty means any
+	To     State             // new state; "" keeps the state
+	Expect map[string]string // record fields that must hold these values ("" means absent)
+	Set    map[string]string
+	Del    []string
+}
+
+// Apply applies c to the job if its preconditions hold. It reports whether it applied and the
+// state the job was in. A job the ledger does not hold gives ErrNotFound.
+func (l *Ledger) Apply(ctx context.Context, r Ref, c Change) (applied bool, before State, err error) {
+	from := make([]string, len(c.From))
+	for i, s := range c.From {
+		from[i] = string(s)
+	}
+	args := []any{strings.Join(from, ","), string(c.To), l.retention.Milliseconds(), r.String(), ms(l.now())}
+	args = appendPairs(args, c.Expect)
+	args = appendPairs(args, c.Set)
+	args = append(args, len(c.Del))
+	for _, k := range c.Del {
+		args = append(args, k)
+	}
+	res, err := transitionScript.Run(ctx, l.rdb, []string{
+		l.jobKey(r), l.batchKey(r.Batch), l.tasksKey(), l.expiryKey(), l.inflightKey(), l.batchFailed(r.Batch),
+	}, args...).Slice()
+	if err != nil {
+		return false, "", fmt.Errorf("ledger %s: %w", r, err)
+	}
+	ok, _ := res[0].(int64)
+	st, _ := res[1].(string)
+	if st == "" {
+		return false, "", fmt.Errorf("ledger %s: %w", r, ErrNotFound)
+	}
+	return ok == 1, State(st), nil
+}
+
+func appendPairs(args []any, m map[string]string) []any {
+	args = append(args, len(m))
+	for k, v := range m {
+		args = append(args, k, v)
+	}
+	return args
+}
+
+// MarkSubmitting records that a generate call for a queued job is about to be sent. If the process
+// dies before the answer is recorded, the marker tells the next attempt that Kie may have created
+// (and billed) a task, so it must not submit again. It does not apply when the job is not queued
+// or another submission is already marked.
+func (l *Ledger) MarkSubmitting(ctx context.Context, r Ref, uploadURL string, uploadedAt time.Time) (bool, error) {
+	set := map[string]string{fSubmitting: ms(l.now())}
+	if uploadURL != "" {
+		set[fUpload], set[fUploadedAt] = uploadURL, ms(uploadedAt)
+	}
+	ok, _, err := l.Apply(ctx, r, Change{From: []State{Queued}, Expect: map[string]string{fSubmitting: ""}, Set: set})
+	return ok, err
+}
+
+// ClearSubmitting removes the in-flight marker after a generate call that certainly created no
+// task (Kie answered with an error), keeping the error for humans.
+func (l *Ledger) ClearSubmitting(ctx context.Context, r Ref, lastErr string) error {
+	_, _, err := l.Apply(ctx, r, Change{From: []State{Queued}, Set: map[string]string{fError: lastErr}, Del: []string{fSubmitting}})
+	return err
+}
+
+// RecordSubmitted stores Kie's task id for a job: the first thing done after generate answers.
+func (l *Ledger) RecordSubmitted(ctx context.Context, r Ref, taskID string) (bool, error) {
+	ok, _, err := l.Apply(ctx, r, Change{
+		From: []State{Queued},
+		To:   Submitted,
+		Set:  map[string]string{fTask: taskID, fSubmittedAt: ms(l.now())},
+		Del:  []string{fSubmitting, fToken, fError},
+	})
+	return ok, err
+}
+
+// ClaimPolls makes token the owner of the job's poll chain if the chain is still owned by old
+// ("" for a job no chain owns yet). Only the owner schedules follow-up polls.
+func (l *Ledger) ClaimPolls(ctx context.Context, r Ref, taskID, old, token string) (bool, error) {
+	ok, _, err := l.Apply(ctx, r, Change{
+		From:   []State{Submitted},
+		Expect: map[string]string{fTask: taskID, fToken: old},
+		Set:    map[string]string{fToken: token},
+	})
+	return ok, err
+}
+
+// Result is what Kie reported for a successful task.
+type Result struct {
+	ResultURL, OriginURL     string
+	CreateTime, CompleteTime time.Time
+	ExpiresAt                time.Time
+}
+
+// RecordGenerated records a successful task: the job moves to generated and into the expiry index.
+func (l *Ledger) RecordGenerated(ctx context.Context, r Ref, taskID string, res Result) (bool, error) {
+	ok, _, err := l.Apply(ctx, r, Change{
+		From:   []State{Submitted},
+		To:     Generated,
+		Expect: map[string]string{fTask: taskID},
+		Set: map[string]string{fURL: res.ResultURL, fOrigin: res.OriginURL, fCreateTime: ms(res.CreateTime),
+			fCompleteTime: ms(res.CompleteTime), fExpires: ms(res.ExpiresAt)},
+		Del: []string{fToken},
+	})
+	return ok, err
+}
+
+// UpdateResultURL replaces the URL an archive attempt downloads from (a refreshed direct link).
+func (l *Ledger) UpdateResultURL(ctx context.Context, r Ref, url string) error {
+	_, _, err := l.Apply(ctx, r, Change{From: []State{Generated}, Set: map[string]string{fURL: url}})
+	return err
+}
+
+// ArchiveRecord is where and what was archived.
+type ArchiveRecord struct {
+	Location string
+	SHA256   string
+	Bytes    int64
+	At       time.Time
+}
+
+// RecordArchived marks a generated job archived. Call it only once the image and its sidecar are
+// in the store, complete and verified.
+func (l *Ledger) RecordArchived(ctx context.Context, r Ref, a ArchiveRecord) (bool, error) {
+	ok, _, err := l.Apply(ctx, r, Change{
+		From: []State{Generated},
+		To:   Archived,
+		Set:  map[string]string{fLocation: a.Location, fSHA: a.SHA256, fBytes: strconv.FormatInt(a.Bytes, 10), fArchivedAt: ms(a.At)},
+		Del:  []string{fError},
+	})
+	return ok, err
+}
+
+// Requeue sends a job whose task failed back to queued for a new (paid) submission, if it still
+// holds taskID.
+func (l *Ledger) Requeue(ctx context.Context, r Ref, taskID, why string) (bool, error) {
+	ok, _, err := l.Apply(ctx, r, Change{
+		From:   []State{Submitted},
+		To:     Queued,
+		Expect: map[string]string{fTask: taskID},
+		Set:    map[string]string{fError: why},
+		Del:    []string{fTask, fToken, fSubmittedAt},
+	})
+	return ok, err
+}
+
+// Fail ends a job in one of the from states with a reason. When taskID is set the job must still
+// hold it.
+func (l *Ledger) Fail(ctx context.Context, r Ref, from []State, taskID string, reason Reason, msg string) (bool, error) {
+	c := Change{From: from, To: Failed, Set: map[string]string{fReason: string(reason), fError: msg}, Del: []string{fSubmitting, fToken}}
+	if taskID != "" {
+		c.Expect = map[string]string{fTask: taskID}
+	}
+	ok, _, err := l.Apply(ctx, r, c)
+	return ok, err
+}
+
+// SetError keeps the last error of a job for humans without changing its state.
+func (l *Ledger) SetError(ctx context.Context, r Ref, msg string) error {
+	_, _, err := l.Apply(ctx, r, Change{Set: map[string]string{fError: msg}})
+	return err
+}
+
+// Counts are a batch's jobs per state.
+type Counts struct {
+	Total                                          int64
+	Queued, Submitted, Generated, Archived, Failed int64
+}
+
+// Done reports whether every job of the batch has ended.
+func (c Counts) Done() bool { return c.Total > 0 && c.Archived+c.Failed >= c.Total }
+
+// Counts reads a batch's counters.
+func (l *Ledger) Counts(ctx context.Context, batch string) (Counts, error) {
+	m, err := l.rdb.HGetAll(ctx, l.batchKey(batch)).Result()
+	if err != nil {
+		return Counts{}, fmt.Errorf("ledger counts %s: %w", batch, err)
+	}
+	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
+	return Counts{Total: n("total"), Queued: n("queued"), Submitted: n("submitted"), Generated: n("generated"),
+		Archived: n("archived"), Failed: n("failed")}, nil
+}
+
+// Batches lists the batches the ledger knows.
+func (l *Ledger) Batches(ctx context.Context) ([]string, error) {
+	return l.rdb.SMembers(ctx, l.batchesKey()).Result()
+}
+
+// Failures returns the failed jobs of a batch.
+func (l *Ledger) Failures(ctx context.Context, batch string) ([]*Job, error) {
+	refs, err := l.rdb.SMembers(ctx, l.batchFailed(batch)).Result()
+	if err != nil {
+		return nil, fmt.Errorf("ledger failures %s: %w", batch, err)
+	}
+	return l.getMany(ctx, refs)
+}
+
+func (l *Ledger) getMany(ctx context.Context, refs []string) ([]*Job, error) {
+	cmds := make([]*redis.MapStringStringCmd, len(refs))
+	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, s := range refs {
+			r, _ := ParseRef(s)
+			cmds[i] = p.HGetAll(ctx, l.jobKey(r))
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("ledger read: %w", err)
+	}
+	out := make([]*Job, 0, len(refs))
+	for i, c := range cmds {
+		if len(c.Val()) == 0 {
+			continue // expired after retention
+		}
+		r, _ := ParseRef(refs[i])
+		j, err := decodeJob(r, c.Val())
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, j)
+	}
+	return out, nil
+}
+
+// Each calls fn for every job of a batch still in the ledger, in load order, reading in chunks.
+func (l *Ledger) Each(ctx context.Context, batch string, fn func(*Job) error) error {
+	const chunk = 500
+	for start := int64(0); ; start += chunk {
+		ids, err := l.rdb.LRange(ctx, l.batchJobs(batch), start, start+chunk-1).Result()
+		if err != nil {
+			return fmt.Errorf("ledger list %s: %w", batch, err)
+		}
+		refs := make([]string, len(ids))
+		for i, id := range ids {
+			refs[i] = Ref{Batch: batch, ID: id}.String()
+		}
+		js, err := l.getMany(ctx, refs)
+		if err != nil {
+			return err
+		}
+		for _, j := range js {
+			if err := fn(j); err != nil {
+				return err
+			}
+		}
+		if len(ids) < chunk {
+			return nil
+		}
+	}
+}
+
+// JobForTask finds the job that holds a Kie task id (while it is submitted).
+func (l *Ledger) JobForTask(ctx context.Context, taskID string) (Ref, error) {
+	s, err := l.rdb.HGet(ctx, l.tasksKey(), taskID).Result()
+	if errors.Is(err, redis.Nil) {
+		return Ref{}, fmt.Errorf("task %q: %w", taskID, ErrNotFound)
+	}
+	if err != nil {
+		return Ref{}, fmt.Errorf("ledger task index: %w", err)
+	}
+	return ParseRef(s)
+}
+
+// Due lists up to limit jobs of an index scored at or before t, soonest first: Expiring for
+// generated jobs by result expiry, InFlight for submitted jobs by submission time.
+func (l *Ledger) due(ctx context.Context, key string, t time.Time, limit int64) ([]Ref, []time.Time, error) {
+	zs, err := l.rdb.ZRangeByScoreWithScores(ctx, key, &redis.ZRangeBy{Min: "-inf", Max: ms(t), Count: limit}).Result()
+	if err != nil {
+		return nil, nil, fmt.Errorf("ledger index %s: %w", key, err)
+	}
+	refs := make([]Ref, 0, len(zs))
+	ts := make([]time.Time, 0, len(zs))
+	for _, z := range zs {
+		r, err := ParseRef(z.Member.(string))
+		if err != nil {
+			continue
+		}
+		refs = append(refs, r)
+		ts = append(ts, time.UnixMilli(int64(z.Score)))
+	}
+	return refs, ts, nil
+}
+
+// Expiring lists generated, unarchived jobs whose results expire at or before t, soonest first.
+func (l *Ledger) Expiring(ctx context.Context, t time.Time, limit int64) ([]Ref, []time.Time, error) {
+	return l.due(ctx, l.expiryKey(), t, limit)
+}
+
+// InFlight lists submitted jobs submitted at or before t, oldest first.
+func (l *Ledger) InFlight(ctx context.Context, t time.Time, limit int64) ([]Ref, []time.Time, error) {
+	return l.due(ctx, l.inflightKey(), t, limit)
+}
+
+// ms formats a time as Unix milliseconds.
+func ms(t time.Time) string {
+	if t.IsZero() {
+		return "0"
+	}
+	return strconv.FormatInt(t.UnixMilli(), 10)
+}
+
+func fromMS(s string) time.Time {
+	v, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v)
+}

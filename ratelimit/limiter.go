@@ -1,0 +1,508 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"golang.org/x/time/rate"
+)
+
+// ErrWouldExceedDeadline is returned (wrapped) by Wait and WaitAtMost when the context's deadline
+// comes before the earliest moment a token could be granted: failing at once frees the caller
+// instead of letting it wait for nothing.
+var ErrWouldExceedDeadline = errors.New("ratelimit: no token can be granted before the context deadline")
+
+// Result is the outcome of Allow.
+type Result struct {
+	// Allowed reports whether a token was granted: the call may be made now.
+	Allowed bool
+	// RetryAfter, when not Allowed, is how long until a token could be granted (the end of a
+	// cool-down, the account's next free slot, or a short back-off after a Redis error).
+	RetryAfter time.Duration
+}
+
+// Limiter hands out the tokens of one budget (Options.Name) of one account, shared through
+// Redis by every process that uses the same Prefix, Account and Name. It is safe for
+// concurrent use.
+type Limiter struct {
+	rdb    redis.UniversalClient
+	o      Options
+	keys   []string
+	span   time.Duration // Per*(1+Margin): the window grants are spaced over
+	logLen int64
+
+	// turn is held by the one goroutine of this process that is asking Redis for a slot or
+	// waiting for the slot it was given. A process thus holds at most one future slot, so
+	// waiters of many processes are served in turn, one round trip per token.
+	turn chan struct{}
+
+	mu sync.Mutex
+	// pace mirrors the shared bucket locally (burst 1 at the account's current rate): within
+	// one interval of this process's own last grant, Redis would certainly deny, so Allow does
+	// not ask and Wait does not try.
+	pace *rate.Limiter
+	// notBefore is the earliest free slot Redis last told of (a denial or a cool-down): the
+	// shared slot time only moves forward, so asking before it is certain to fail.
+	notBefore time.Time
+	st        Stats
+
+	// scriptNow, set only by tests, replaces Redis TIME in the scripts.
+	scriptNow func() time.Time
+}
+
+// New returns a limiter for o. It does not touch Redis: the shared state is created by the
+// first call and expires after a long idle period. New panics if o is invalid (see
+// Options.Validate): configuration is validated before limiters are built.
+func New(rdb redis.UniversalClient, o Options) *Limiter {
+	if err := o.Validate(); err != nil {
+		panic(err)
+	}
+	o = o.withDefaults()
+	key := o.Prefix + "ratelimit:{" + o.Account + "/" + o.Name + "}"
+	span := time.Duration(float64(o.Rate.Per) * (1 + o.Margin))
+	configured := float64(o.Rate.Events) / span.Seconds()
+	return &Limiter{
+		rdb:    rdb,
+		o:      o,
+		keys:   []string{key, key + ":log"},
+		span:   span,
+		logLen: int64(2*o.Rate.Events + 16),
+		turn:   make(chan struct{}, 1),
+		pace:   rate.NewLimiter(rate.Limit(configured), 1),
+		st: Stats{
+			Name:           o.Name,
+			CurrentRate:    configured,
+			ConfiguredRate: configured,
+		},
+	}
+}
+
+// Shape returns the local token bucket that never admits more than r.Events in any window of
+// length r.Per, with margin as in Options.Margin: burst 1 at r.Events per r.Per*(1+margin).
+// A larger burst b at the same rate admits b-1 extra calls in some window (burst 20 at 20/10s
+// admits 39), and each unit of burst beyond 1 must be paid for with a slower rate, so burst 1 is
+// the shape that keeps most of the throughput. The cost of the margin is margin/(1+margin) of
+// it: 2% for the default.
+func Shape(r Rate, margin float64) (rate.Limit, int) {
+	if r.Events <= 0 || r.Per <= 0 {
+		return 0, 0
+	}
+	return rate.Limit(float64(r.Events) / (r.Per.Seconds() * (1 + margin))), 1
+}
+
+// Allow asks for one token now, in at most one Redis round trip (none when the answer is
+// certainly no). It never waits. On a Redis error it denies, with RetryAfter set to
+// Options.ErrorRetry, and returns the error: an unreachable Redis never turns into a burst.
+func (l *Limiter) Allow(ctx context.Context) (Result, error) {
+	now := l.o.Now()
+	l.mu.Lock()
+	d := l.localWaitLocked(now)
+	if d > 0 {
+		l.st.Denied++
+		s := l.st
+		l.mu.Unlock()
+		l.observe(EventDenied, s)
+		return Result{RetryAfter: d}, nil
+	}
+	l.mu.Unlock()
+	g, err := l.take(ctx, now, 0)
+	if err != nil {
+		return Result{RetryAfter: l.o.ErrorRetry}, err
+	}
+	if !g.allowed {
+		return Result{RetryAfter: g.wait}, nil
+	}
+	return Result{Allowed: true}, nil
+}
+
+// Wait blocks until a token is granted or ctx ends. It fails at once, with an error wrapping
+// ErrWouldExceedDeadline, when ctx's deadline comes before the earliest possible grant. A Redis
+// error ends the wait with that error and no token.
+func (l *Limiter) Wait(ctx context.Context) error {
+	_, _, err := l.wait(ctx, -1)
+	return err
+}
+
+// WaitAtMost waits at most maxWait for a token. When none can be had in time it returns false
+// at once (it does not sit out maxWait knowing the answer) with how long the caller should wait before
+// trying again: the submit handler puts its job back on the queue with that delay rather than
+// holding a worker slot. Errors are those of Wait; with an error, granted is false and
+// retryAfter is a short back-off.
+func (l *Limiter) WaitAtMost(ctx context.Context, maxWait time.Duration) (granted bool, retryAfter time.Duration, err error) {
+	return l.wait(ctx, max(maxWait, 0))
+}
+
+// Throttled reports that a call made with a token of this budget was refused as rate limited
+// (429), or refused for maintenance (455) when Pause does not fit. retryAfter is the server's
+// Retry-After (0 if none). Every process of the account then cools down for max(retryAfter,
+// Rate.Per) and the shared rate is cut; the window before the refusal is recorded as a
+// measurement of the true limit (see the package documentation). Throttled calls arriving
+// during the cool-down belong to the same episode and do not cut the rate again.
+//
+// On a Redis error this process still cools down and slows down on its own, and the error is
+// returned.
+func (l *Limiter) Throttled(ctx context.Context, retryAfter time.Duration) error {
+	return l.throttle(ctx, retryAfter, true)
+}
+
+// Pause stops every process of the account from taking tokens for d (one window if d is 0)
+// without reading anything into it about the rate: for maintenance (455) or an account that
+// cannot submit for a while (402), where the refusal says nothing about the limit.
+func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
+	return l.throttle(ctx, d, false)
+}
+
+// Stats returns this process's counters and the account's state as last seen.
+func (l *Limiter) Stats() Stats {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st
+}
+
+// grant is one take answer.
+type grant struct {
+	allowed bool
+	// wait is the delay until the granted slot, or, when denied, until the next free slot.
+	wait      time.Duration
+	slot, tat string // for release
+}
+
+// take runs the take script once: a grant of a slot at most maxDelay ahead, or a denial.
+func (l *Limiter) take(ctx context.Context, now time.Time, maxDelay time.Duration) (grant, error) {
+	args := append(l.argv(), maxDelay.Microseconds(), l.logLen)
+	v, err := takeScript.Run(ctx, l.rdb, l.keys, args...).Slice()
+	var g grant
+	var sh shared
+	if err == nil {
+		g, sh, err = parseTake(v)
+	}
+	l.mu.Lock()
+	l.st.RoundTrips++
+	if err != nil {
+		l.st.Errors++
+		s := l.st
+		l.mu.Unlock()
+		l.observe(EventError, s)
+		return grant{}, fmt.Errorf("ratelimit %s: take: %w", l.o.Name, err)
+	}
+	l.applyLocked(now, sh)
+	kind := EventGranted
+	if g.allowed {
+		l.st.Granted++
+		if l.pace.TokensAt(now) >= 1 {
+			l.pace.AllowN(now, 1)
+		}
+	} else {
+		kind = EventDenied
+		l.st.Denied++
+		l.notBefore = later(l.notBefore, now.Add(g.wait))
+	}
+	s := l.st
+	l.mu.Unlock()
+	l.observe(kind, s)
+	return g, nil
+}
+
+// release gives back a granted slot its waiter will not use. Best effort: at worst the slot
+// goes unused.
+func (l *Limiter) release(g grant) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	l.mu.Lock()
+	l.st.RoundTrips++
+	l.mu.Unlock()
+	_ = releaseScript.Run(ctx, l.rdb, l.keys, g.slot, g.tat).Err()
+}
+
+func (l *Limiter) throttle(ctx context.Context, retryAfter time.Duration, learn bool) error {
+	now := l.o.Now()
+	flag := "0"
+	if learn {
+		flag = "1"
+	}
+	args := append(l.argv(), max(retryAfter, 0).Microseconds(), flag, decrease, learnBelow)
+	v, err := throttleScript.Run(ctx, l.rdb, l.keys, args...).Slice()
+	var sh shared
+	if err == nil {
+		sh, err = parseThrottle(v)
+	}
+	l.mu.Lock()
+	l.st.RoundTrips++
+	l.st.Throttled++
+	if err != nil {
+		// Without Redis, at least this process backs off as the shared state would have.
+		l.st.Errors++
+		l.notBefore = later(l.notBefore, now.Add(max(retryAfter, l.o.Rate.Per)))
+		l.st.CooldownUntil = later(l.st.CooldownUntil, l.notBefore)
+		if learn {
+			l.st.CurrentRate = max(l.st.CurrentRate*decrease, l.st.ConfiguredRate*l.o.MinRate)
+			l.pace.SetLimitAt(now, rate.Limit(l.st.CurrentRate))
+		}
+		s := l.st
+		l.mu.Unlock()
+		l.observe(EventError, s)
+		return fmt.Errorf("ratelimit %s: throttle: %w", l.o.Name, err)
+	}
+	l.applyLocked(now, sh)
+	s := l.st
+	l.mu.Unlock()
+	l.observe(EventThrottled, s)
+	return nil
+}
+
+// wait implements Wait (maxWait < 0) and WaitAtMost.
+func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) (bool, time.Duration, error) {
+	if err := ctx.Err(); err != nil {
+		return false, 0, err
+	}
+	bounded := maxWait >= 0
+	start := l.o.Now()
+	limit := start.Add(maxWait)
+	var deadline time.Time
+	if dl, ok := ctx.Deadline(); ok {
+		deadline = start.Add(time.Until(dl))
+	}
+	if ok, retry, err := l.hopeless(start, bounded, limit, deadline); !ok {
+		return false, retry, err
+	}
+
+	// Queue behind this process's other waiters.
+	select {
+	case l.turn <- struct{}{}:
+	default:
+		var timeout <-chan time.Time
+		if bounded {
+			t := time.NewTimer(maxWait)
+			defer t.Stop()
+			timeout = t.C
+		}
+		select {
+		case l.turn <- struct{}{}:
+		case <-ctx.Done():
+			return false, 0, ctx.Err()
+		case <-timeout:
+			now := l.o.Now()
+			l.mu.Lock()
+			retry := l.localWaitLocked(now) + l.intervalLocked()
+			l.st.Denied++
+			s := l.st
+			l.mu.Unlock()
+			l.observe(EventDenied, s)
+			return false, retry, nil
+		}
+	}
+	defer func() { <-l.turn }()
+
+	for {
+		now := l.o.Now()
+		if ok, retry, err := l.hopeless(now, bounded, limit, deadline); !ok {
+			return false, retry, err
+		}
+		horizon := l.o.MaxReserve
+		if bounded {
+			horizon = min(horizon, limit.Sub(now))
+		}
+		if !deadline.IsZero() {
+			horizon = min(horizon, deadline.Sub(now))
+		}
+		horizon = max(horizon, 0)
+		l.mu.Lock()
+		attempt := later(now.Add(l.paceDelayLocked(now)), l.notBefore.Add(-horizon))
+		l.mu.Unlock()
+		if d := attempt.Sub(now); d > 0 {
+			if err := sleep(ctx, d); err != nil {
+				return false, 0, err
+			}
+			continue
+		}
+		g, err := l.take(ctx, now, horizon)
+		if err != nil {
+			return false, l.o.ErrorRetry, err
+		}
+		if !g.allowed {
+			continue // notBefore moved: hopeless or sleep, above
+		}
+		if g.wait > 0 {
+			if err := sleep(ctx, g.wait); err != nil {
+				l.release(g)
+				return false, 0, err
+			}
+		}
+		return true, 0, nil
+	}
+}
+
+// hopeless reports (false, retryAfter, err) when local knowledge already says no token can be
+// had within the caller's bound or before the context's deadline.
+func (l *Limiter) hopeless(now time.Time, bounded bool, limit, deadline time.Time) (bool, time.Duration, error) {
+	l.mu.Lock()
+	earliest := now.Add(l.localWaitLocked(now))
+	l.mu.Unlock()
+	if !deadline.IsZero() && earliest.After(deadline) {
+		l.countDenied()
+		return false, earliest.Sub(now), fmt.Errorf("ratelimit %s: wait: %w", l.o.Name, ErrWouldExceedDeadline)
+	}
+	if bounded && earliest.After(limit) {
+		l.countDenied()
+		return false, earliest.Sub(now), nil
+	}
+	return true, 0, nil
+}
+
+func (l *Limiter) countDenied() {
+	l.mu.Lock()
+	l.st.Denied++
+	s := l.st
+	l.mu.Unlock()
+	l.observe(EventDenied, s)
+}
+
+// localWaitLocked is how long until an attempt could possibly succeed, as far as this process
+// knows: the last known free slot, and one interval after its own last grant.
+func (l *Limiter) localWaitLocked(now time.Time) time.Duration {
+	return max(l.notBefore.Sub(now), l.paceDelayLocked(now), 0)
+}
+
+func (l *Limiter) paceDelayLocked(now time.Time) time.Duration {
+	tokens := l.pace.TokensAt(now)
+	if tokens >= 1 {
+		return 0
+	}
+	lim := float64(l.pace.Limit())
+	if lim <= 0 {
+		return l.o.Rate.Per
+	}
+	return time.Duration(math.Ceil((1 - tokens) / lim * float64(time.Second)))
+}
+
+func (l *Limiter) intervalLocked() time.Duration {
+	if l.st.CurrentRate <= 0 {
+		return l.o.Rate.Per
+	}
+	return time.Duration(float64(time.Second) / l.st.CurrentRate)
+}
+
+// shared is the account's state as a script reported it.
+type shared struct {
+	rate     float64
+	ceil     int
+	coolLeft time.Duration
+}
+
+func (l *Limiter) applyLocked(now time.Time, sh shared) {
+	if sh.rate > 0 && sh.rate != l.st.CurrentRate {
+		l.pace.SetLimitAt(now, rate.Limit(sh.rate))
+	}
+	l.st.CurrentRate = sh.rate
+	l.st.LearnedCeiling = sh.ceil
+	if sh.coolLeft > 0 {
+		until := now.Add(sh.coolLeft)
+		l.st.CooldownUntil = until
+		l.notBefore = later(l.notBefore, until)
+	}
+}
+
+// argv is ARGV 1-8, common to the take and throttle scripts.
+func (l *Limiter) argv() []any {
+	now := ""
+	if l.scriptNow != nil {
+		now = strconv.FormatInt(l.scriptNow().UnixMicro(), 10)
+	}
+	probe := l.o.ProbeAfter
+	ttl := max(l.o.ProbeAfter, 10*l.o.Rate.Per) + 2*l.o.Rate.Per
+	return []any{
+		now,
+		l.o.Rate.Events,
+		l.o.Rate.Per.Microseconds(),
+		l.span.Microseconds(),
+		l.o.MinRate,
+		increase,
+		probe.Microseconds(),
+		ttl.Milliseconds(),
+	}
+}
+
+func parseTake(v []any) (grant, shared, error) {
+	if len(v) != 7 {
+		return grant{}, shared{}, fmt.Errorf("unexpected take reply of %d values", len(v))
+	}
+	allowed, ok1 := v[0].(int64)
+	wait, err1 := micros(v[1])
+	r, err2 := float(v[2])
+	ceil, ok2 := v[3].(int64)
+	cool, err3 := micros(v[4])
+	slot, _ := v[5].(string)
+	tat, _ := v[6].(string)
+	if !ok1 || !ok2 {
+		return grant{}, shared{}, fmt.Errorf("unexpected take reply %v", v)
+	}
+	if err := errors.Join(err1, err2, err3); err != nil {
+		return grant{}, shared{}, fmt.Errorf("unexpected take reply: %w", err)
+	}
+	return grant{allowed: allowed == 1, wait: wait, slot: slot, tat: tat},
+		shared{rate: r, ceil: int(ceil), coolLeft: cool}, nil
+}
+
+func parseThrottle(v []any) (shared, error) {
+	if len(v) != 4 {
+		return shared{}, fmt.Errorf("unexpected throttle reply of %d values", len(v))
+	}
+	r, err1 := float(v[0])
+	ceil, ok := v[1].(int64)
+	cool, err2 := micros(v[2])
+	if !ok {
+		return shared{}, fmt.Errorf("unexpected throttle reply %v", v)
+	}
+	if err := errors.Join(err1, err2); err != nil {
+		return shared{}, fmt.Errorf("unexpected throttle reply: %w", err)
+	}
+	return shared{rate: r, ceil: int(ceil), coolLeft: cool}, nil
+}
+
+func micros(v any) (time.Duration, error) {
+	s, _ := v.(string)
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("duration %q: %w", s, err)
+	}
+	return time.Duration(n) * time.Microsecond, nil
+}
+
+func float(v any) (float64, error) {
+	s, _ := v.(string)
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		return 0, fmt.Errorf("rate %q: %w", s, err)
+	}
+	return f, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (l *Limiter) observe(kind EventKind, s Stats) {
+	if l.o.Observer != nil {
+		l.o.Observer.Observe(kind, s)
+	}
+}

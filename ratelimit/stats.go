@@ -1,0 +1,68 @@
+package ratelimit
+
+import "time"
+
+// Stats is a limiter's view for metrics. The counters are this process's; the rate, ceiling
+// and cool-down are the account's shared values as of this process's last Redis round trip.
+type Stats struct {
+	Name string
+	// Granted counts tokens this process was granted.
+	Granted int64
+	// Denied counts denials, including those decided locally without asking Redis.
+	Denied int64
+	// Throttled counts Throttled calls (429s) and Pause calls reported by this process.
+	Throttled int64
+	// Errors counts Redis errors (each one denied a token).
+	Errors int64
+	// RoundTrips counts script calls to Redis.
+	RoundTrips int64
+	// CurrentRate is the account's adaptive rate in events per second.
+	CurrentRate float64
+	// ConfiguredRate is the rate's ceiling as configured, after the margin, in events per second.
+	ConfiguredRate float64
+	// LearnedCeiling is the limit learned from 429s, in events per Rate.Per; 0 when none.
+	LearnedCeiling int
+	// CooldownUntil is when the account's current cool-down ends (zero or past: none).
+	CooldownUntil time.Time
+}
+
+// EventKind says what an Observer is told about.
+type EventKind int
+
+const (
+	// EventGranted: a token was granted to this process.
+	EventGranted EventKind = iota
+	// EventDenied: no token now; Stats.CooldownUntil and the returned RetryAfter say when.
+	EventDenied
+	// EventThrottled: this process reported a 429 or a pause.
+	EventThrottled
+	// EventError: Redis failed; the token was denied.
+	EventError
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventGranted:
+		return "granted"
+	case EventDenied:
+		return "denied"
+	case EventThrottled:
+		return "throttled"
+	case EventError:
+		return "error"
+	}
+	return "unknown"
+}
+
+// Observer receives a limiter's events for metrics: plain counters and gauges, no metrics
+// library here. Observe is called synchronously after each event, with the limiter's Stats as
+// they are after it; it must be fast and must not call back into the limiter.
+type Observer interface {
+	Observe(kind EventKind, s Stats)
+}
+
+// ObserverFunc adapts a function to Observer.
+type ObserverFunc func(kind EventKind, s Stats)
+
+// Observe calls f.
+func (f ObserverFunc) Observe(kind EventKind, s Stats) { f(kind, s) }

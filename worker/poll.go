@@ -1,0 +1,148 @@
+package worker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie"
+)
+
+const maxPollWait = 2 * time.Second
+
+func newToken() string {
+	b := make([]byte, 8)
+	_, _ = rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// startPolls hands the job's poll chain to a new token (if the chain is still owned by old) and
+// schedules its next poll after delay.
+func (w *Worker) startPolls(ctx context.Context, r jobs.Ref, taskID, old string, delay time.Duration) error {
+	token := newToken()
+	ok, err := w.ledger.ClaimPolls(ctx, r, taskID, old, token)
+	if err != nil || !ok {
+		return err
+	}
+	t := asynq.NewTask(jobs.TypePoll, jobs.EncodePayload(jobs.PollPayload{Ref: r, Token: token}))
+	_, err = w.client.EnqueueContext(ctx, t, asynq.Queue(w.queues.Poll), asynq.TaskID("poll:"+token),
+		asynq.ProcessIn(delay), asynq.MaxRetry(20), asynq.Timeout(time.Minute))
+	if err != nil {
+		return fmt.Errorf("scheduling poll of %s: %w", r, err)
+	}
+	return nil
+}
+
+// Check enqueues an immediate one-off poll of a submitted job (from a callback or the sweeper).
+// Checks of one job are deduplicated while one is pending.
+func (w *Worker) Check(ctx context.Context, r jobs.Ref) error {
+	t := asynq.NewTask(jobs.TypePoll, jobs.EncodePayload(jobs.PollPayload{Ref: r}))
+	return w.enqueueUnique(ctx, t, w.queues.Poll, "check:"+r.String(), asynq.MaxRetry(5), asynq.Timeout(time.Minute))
+}
+
+func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
+	var p jobs.PollPayload
+	if err := jobs.DecodePayload(t.Payload(), &p); err != nil {
+		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
+	}
+	j, err := w.ledger.Get(ctx, p.Ref)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch j.State {
+	case jobs.Generated:
+		return w.queueArchive(ctx, j)
+	case jobs.Submitted:
+	default:
+		return nil
+	}
+	if p.Token != "" && p.Token != j.PollToken {
+		return nil // a superseded chain
+	}
+	granted, retry, err := w.o.PollLimiter.WaitAtMost(ctx, maxPollWait)
+	if !granted {
+		why := "waiting for the poll rate limit"
+		if err != nil {
+			why = "poll rate limiter unavailable: " + err.Error()
+		}
+		return &RateLimitedError{RetryAfter: max(retry, 100*time.Millisecond), Why: why}
+	}
+	rec, err := w.o.Kie.RecordInfo(ctx, j.TaskID)
+	if err != nil {
+		if kie.IsRateLimited(err) {
+			_ = w.o.PollLimiter.Throttled(ctx, kie.RetryAfter(err))
+			return &RateLimitedError{RetryAfter: max(kie.RetryAfter(err), time.Second), Why: "Kie answered 429 to a poll"}
+		}
+		if kie.IsMaintenance(err) {
+			return &RateLimitedError{RetryAfter: time.Minute, Why: "Kie is in maintenance"}
+		}
+		_ = w.ledger.SetError(ctx, j.Ref, "poll: "+err.Error())
+		return err
+	}
+	switch rec.SuccessFlag {
+	case kie.Succeeded:
+		return w.recordSuccess(ctx, j, rec)
+	case kie.CreateFailed, kie.GenerationFailed:
+		return w.recordFailure(ctx, j, rec)
+	}
+	// Still generating.
+	if p.Token == "" {
+		return nil // a one-off check; the chain (or the sweeper) carries on
+	}
+	if w.o.Now().Sub(j.SubmittedAt) > w.o.PollTimeout {
+		// Stop polling; the sweeper checks it at its own pace rather than lose it.
+		_, err := w.ledger.ClaimPolls(ctx, j.Ref, j.TaskID, p.Token, "")
+		w.log.Warn("task still generating past the poll limit; handed to the sweeper", "job", j.Ref.String(), "task", j.TaskID)
+		return err
+	}
+	return w.startPolls(ctx, j.Ref, j.TaskID, p.Token, w.o.PollInterval)
+}
+
+func (w *Worker) recordSuccess(ctx context.Context, j *jobs.Job, rec *kie.Record) error {
+	if rec.ResultImageURL == "" {
+		return fmt.Errorf("task %s succeeded without a result URL", j.TaskID)
+	}
+	// The expiry counts from completion, but never from later than now: a clock-skewed or
+	// missing completion time must not extend the deadline.
+	from := rec.CompleteTime
+	if from.IsZero() || from.After(w.o.Now()) {
+		from = w.o.Now()
+	}
+	res := jobs.Result{
+		ResultURL: rec.ResultImageURL, OriginURL: rec.OriginImageURL,
+		CreateTime: rec.CreateTime, CompleteTime: rec.CompleteTime, ExpiresAt: from.Add(w.o.ResultTTL),
+	}
+	ok, err := w.ledger.RecordGenerated(ctx, j.Ref, j.TaskID, res)
+	if err != nil || !ok {
+		return err
+	}
+	j.State, j.ResultURL, j.ExpiresAt = jobs.Generated, res.ResultURL, res.ExpiresAt
+	return w.queueArchive(ctx, j)
+}
+
+func (w *Worker) recordFailure(ctx context.Context, j *jobs.Job, rec *kie.Record) error {
+	why := fmt.Sprintf("Kie task %s: successFlag %d, errorCode %d: %s", j.TaskID, rec.SuccessFlag, rec.ErrorCode, rec.ErrorMessage)
+	if rec.ErrorCode == 400 {
+		_, err := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Submitted}, j.TaskID, jobs.Rejected, why)
+		return err
+	}
+	if j.Submissions > w.o.GenerationRetries {
+		_, err := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Submitted}, j.TaskID, jobs.GenerationFailed, why)
+		return err
+	}
+	ok, err := w.ledger.Requeue(ctx, j.Ref, j.TaskID, why)
+	if err != nil || !ok {
+		return err
+	}
+	w.log.Info("generation failed; submitting again", "job", j.Ref.String(), "submissions", j.Submissions, "why", why)
+	return w.enq.QueueSubmit(ctx, j.Ref, j.Submissions)
+}

@@ -1,0 +1,249 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie"
+)
+
+const (
+	// generateTimeout bounds one generate call. The call is not cancelled by a shutdown: once
+	// sent, its answer must reach the ledger.
+	generateTimeout = 60 * time.Second
+	// submitLease is how long a submission marker protects a call in flight. Older than this, the
+	// call that set it has certainly ended, so a marker still there means its process died after
+	// sending.
+	submitLease = generateTimeout + 30*time.Second
+	// maxLimiterWait bounds how long a submit holds its worker slot waiting for a token.
+	maxLimiterWait = 5 * time.Second
+	// uploadReuse is how long an uploaded input image is reused; Kie may delete uploads after 24 h.
+	uploadReuse = time.Hour
+)
+
+func (w *Worker) handleSubmit(ctx context.Context, t *asynq.Task) error {
+	var p jobs.Payload
+	if err := jobs.DecodePayload(t.Payload(), &p); err != nil {
+		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
+	}
+	j, err := w.ledger.Get(ctx, p.Ref)
+	if errors.Is(err, jobs.ErrNotFound) {
+		w.log.Warn("submit of a job the ledger does not hold; dropped", "job", p.Ref.String())
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	switch j.State {
+	case jobs.Submitted:
+		// A redelivery after the task id was recorded: make sure its polls run.
+		if j.PollToken == "" {
+			return w.startPolls(ctx, j.Ref, j.TaskID, "", w.o.FirstPoll)
+		}
+		return nil
+	case jobs.Generated:
+		return w.queueArchive(ctx, j)
+	case jobs.Queued:
+	default:
+		return nil
+	}
+	if !j.Submitting.IsZero() {
+		age := w.o.Now().Sub(j.Submitting)
+		if age < submitLease {
+			return &RateLimitedError{RetryAfter: submitLease - age, Why: "a submission of this job may be in flight"}
+		}
+		msg := "a submission was interrupted after it may have reached Kie (and been billed); not sent again. " +
+			"`kontextq retry " + j.Batch + " --failed` submits it anew"
+		if _, err := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Interrupted, msg); err != nil {
+			return err
+		}
+		w.log.Error("submission interrupted; job failed rather than paid twice", "job", j.Ref.String())
+		return nil
+	}
+	if done, err := w.alreadyArchived(ctx, j); done || err != nil {
+		return err
+	}
+	if pe, err := w.pause.get(ctx); err != nil || pe != nil {
+		if pe != nil {
+			return pe
+		}
+		return err
+	}
+	granted, retry, err := w.o.SubmitLimiter.WaitAtMost(ctx, maxLimiterWait)
+	if err != nil && !granted {
+		return &RateLimitedError{RetryAfter: max(retry, time.Second), Why: "rate limiter unavailable: " + err.Error()}
+	}
+	if !granted {
+		return &RateLimitedError{RetryAfter: retry, Why: "waiting for the generate rate limit"}
+	}
+	input, uploadedAt, err := w.inputURL(ctx, j)
+	if err != nil {
+		return err
+	}
+	ok, err := w.ledger.MarkSubmitting(ctx, j.Ref, uploadURLIfLocal(j, input), uploadedAt)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &RateLimitedError{RetryAfter: submitLease, Why: "another submission of this job is in flight"}
+	}
+	return w.submit(ctx, j, input)
+}
+
+// submit sends the generate call and records its outcome. It runs detached from the handler's
+// cancellation: a call cut off halfway would leave Kie's answer — and a paid task — unknown.
+func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
+	w.submits.Add(1)
+	defer w.submits.Done()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), generateTimeout)
+	defer cancel()
+
+	req := j.Spec.Request(input, w.o.CallbackURL)
+	taskID, err := w.o.Kie.Generate(cctx, req)
+	if err != nil {
+		return w.submitFailed(cctx, j, err)
+	}
+	if w.o.Journal != nil {
+		if jerr := w.o.Journal.Record(j.Ref, taskID); jerr != nil {
+			w.log.Error("journal write failed", "job", j.Ref.String(), "task", taskID, "err", jerr)
+		}
+	}
+	var recErr error
+	for i, d := range []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second} {
+		time.Sleep(d)
+		var ok bool
+		ok, recErr = w.ledger.RecordSubmitted(cctx, j.Ref, taskID)
+		if recErr == nil {
+			if !ok {
+				w.log.Error("submitted job changed state meanwhile", "job", j.Ref.String(), "task", taskID)
+				return nil
+			}
+			break
+		}
+		w.log.Warn("recording task id failed", "job", j.Ref.String(), "task", taskID, "try", i+1, "err", recErr)
+	}
+	if recErr != nil {
+		// The marker stays: the next attempt fails the job as interrupted instead of paying again.
+		w.log.Error("task id could not be recorded; the job will not be resubmitted", "job", j.Ref.String(), "task", taskID, "err", recErr)
+		return recErr
+	}
+	w.log.Debug("submitted", "job", j.Ref.String(), "task", taskID)
+	return w.startPolls(cctx, j.Ref, taskID, "", w.o.FirstPoll)
+}
+
+// submitFailed handles a generate call that did not return a task id.
+func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error {
+	if !notSent(err) {
+		// The request may have reached Kie and created a task we cannot see. Paying twice is
+		// worse than asking the user to retry.
+		msg := fmt.Sprintf("generate call cut off after it was sent (%v); Kie may have created and billed a task. "+
+			"`kontextq retry %s --failed` submits it anew", err, j.Batch)
+		_, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Interrupted, msg)
+		w.log.Error("submission outcome unknown; job failed rather than paid twice", "job", j.Ref.String(), "err", err)
+		return ferr
+	}
+	if cerr := w.ledger.ClearSubmitting(ctx, j.Ref, err.Error()); cerr != nil {
+		return cerr
+	}
+	d := Classify(err)
+	switch d.Action {
+	case RetryLater:
+		if kie.IsRateLimited(err) {
+			if terr := w.o.SubmitLimiter.Throttled(ctx, kie.RetryAfter(err)); terr != nil {
+				w.log.Warn("sharing a 429 failed", "err", terr)
+			}
+			return &RateLimitedError{RetryAfter: d.Delay, Why: "Kie answered 429"}
+		}
+		return err
+	case PauseAccount:
+		if kie.IsMaintenance(err) {
+			_ = w.o.SubmitLimiter.Throttled(ctx, d.Delay)
+		}
+		if perr := w.pause.set(ctx, d.Why, d.Delay); perr != nil {
+			return perr
+		}
+		w.log.Error("account paused", "reason", d.Why, "for", d.Delay, "err", err)
+		return &PausedError{Until: w.o.Now().Add(d.Delay), Reason: d.Why, now: w.o.Now()}
+	case GiveUp:
+		if _, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, err.Error()); ferr != nil {
+			return ferr
+		}
+		return nil
+	}
+	return err
+}
+
+// alreadyArchived handles a queued job whose image is in the archive already (the ledger forgot
+// it after its retention and the file was loaded again): it is recorded archived, not paid twice.
+func (w *Worker) alreadyArchived(ctx context.Context, j *jobs.Job) (bool, error) {
+	sc, err := archive.ReadSidecar(ctx, w.o.Store, j.Batch, j.ID)
+	if errors.Is(err, archive.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("checking the archive for %s: %w", j.Ref, err)
+	}
+	key := archive.ImageKey(j.Batch, j.ID, sc.Format)
+	info, err := w.o.Store.Stat(ctx, key)
+	if err != nil || info.Size != sc.Bytes {
+		return false, nil // a sidecar without its image: generate it again
+	}
+	_, _, err = w.ledger.Apply(ctx, j.Ref, jobs.Change{
+		From: []jobs.State{jobs.Queued}, To: jobs.Archived,
+		Set: map[string]string{"t": sc.TaskID, "loc": w.o.Store.Location(key), "sha": sc.SHA256, "b": fmt.Sprint(sc.Bytes),
+			"aa": fmt.Sprint(sc.ArchivedAt.UnixMilli())},
+	})
+	if err == nil {
+		w.log.Info("already archived; not submitted again", "job", j.Ref.String())
+	}
+	return true, err
+}
+
+// inputURL is the inputImage to send: a URL as given, or a fresh upload of a local file.
+func (w *Worker) inputURL(ctx context.Context, j *jobs.Job) (string, time.Time, error) {
+	in := j.Spec.InputImage
+	if in == "" || strings.HasPrefix(in, "http://") || strings.HasPrefix(in, "https://") {
+		return in, time.Time{}, nil
+	}
+	if j.UploadURL != "" && w.o.Now().Sub(j.UploadedAt) < uploadReuse {
+		return j.UploadURL, j.UploadedAt, nil
+	}
+	granted, retry, err := w.o.TransferLimiter.WaitAtMost(ctx, maxLimiterWait)
+	if !granted {
+		if err != nil {
+			return "", time.Time{}, err
+		}
+		return "", time.Time{}, &RateLimitedError{RetryAfter: retry, Why: "waiting for the transfer rate limit"}
+	}
+	f, err := os.Open(in)
+	if err != nil {
+		ferr := fmt.Sprintf("inputImage %s: %v", in, err)
+		_, _ = w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, ferr)
+		return "", time.Time{}, fmt.Errorf("%w: %s", asynq.SkipRetry, ferr)
+	}
+	defer f.Close()
+	up, err := w.o.Kie.UploadStream(ctx, f, j.ID+filepath.Ext(in), "kontextq/"+j.Batch)
+	if err != nil {
+		if kie.IsRateLimited(err) {
+			_ = w.o.TransferLimiter.Throttled(ctx, kie.RetryAfter(err))
+		}
+		return "", time.Time{}, fmt.Errorf("uploading %s: %w", in, err)
+	}
+	return up.DownloadURL, w.o.Now(), nil
+}
+
+func uploadURLIfLocal(j *jobs.Job, input string) string {
+	if input != j.Spec.InputImage {
+		return input
+	}
+	return ""
+}

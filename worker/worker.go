@@ -1,0 +1,317 @@
+// Package worker runs kontextq's jobs: asynq servers whose handlers submit jobs to Kie, poll their
+// tasks, and archive the results, plus a sweeper that re-enqueues anything a crash or a lost task
+// left behind.
+//
+// Every handler may run twice (asynq redelivers after crashes and shutdowns): each one reads the
+// job's ledger record first and changes it only through conditional transitions, so a second run
+// does nothing new and no job is ever submitted — paid for — twice. Submits run on their own
+// asynq server so that submits waiting on the rate limiter never hold a slot that polls and
+// archives need; archives outrank polls.
+package worker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie"
+)
+
+// Limiter is the rate limiter a handler waits on (ratelimit.Limiter).
+type Limiter interface {
+	// WaitAtMost waits up to max for a token; when none comes it reports when to come back.
+	WaitAtMost(ctx context.Context, max time.Duration) (granted bool, retryAfter time.Duration, err error)
+	// Throttled reports a 429 (or 455) so every process of the account slows down.
+	Throttled(ctx context.Context, retryAfter time.Duration) error
+}
+
+// Options configure a Worker. Zero values take the defaults named.
+type Options struct {
+	Redis     redis.UniversalClient // required; shared with everything else
+	Kie       *kie.Client           // required
+	Store     archive.Store         // required
+	Namespace string                // "kontextq"
+
+	SubmitLimiter   Limiter // generate calls; required
+	PollLimiter     Limiter // record-info calls; required
+	TransferLimiter Limiter // downloads and uploads; required
+
+	SubmitWorkers  int // 4
+	PollWorkers    int // 8
+	ArchiveWorkers int // 4
+
+	GenerationRetries int           // resubmissions after a failed generation (2); <0 means none
+	FirstPoll         time.Duration // 8 s
+	PollInterval      time.Duration // 3 s
+	PollTimeout       time.Duration // 15 min; after it, only the sweeper checks the task
+	ResultTTL         time.Duration // how long a result URL is assumed to live (24 h)
+	Retention         time.Duration // ledger retention of finished jobs (7 days)
+	SweepInterval     time.Duration // 1 min
+	ExpiryMargin      time.Duration // warn when an unarchived result expires within this (1 h)
+
+	// CallbackURL, when set, is sent as callBackUrl with every submission.
+	CallbackURL string
+	// SpoolDir holds downloads while they are verified (os.TempDir()).
+	SpoolDir string
+	// Journal, when set, receives job id → Kie task id before a submission is acknowledged.
+	Journal Journal
+
+	Logger *slog.Logger     // slog.Default()
+	Now    func() time.Time // time.Now
+}
+
+// Journal is a durable record of Kie task ids outside Redis, for an in-memory Redis that dies with
+// the process.
+type Journal interface {
+	Record(r jobs.Ref, taskID string) error
+}
+
+func (o *Options) defaults() error {
+	switch {
+	case o.Redis == nil:
+		return errors.New("worker: Options.Redis is required")
+	case o.Kie == nil:
+		return errors.New("worker: Options.Kie is required")
+	case o.Store == nil:
+		return errors.New("worker: Options.Store is required")
+	case o.SubmitLimiter == nil || o.PollLimiter == nil || o.TransferLimiter == nil:
+		return errors.New("worker: the submit, poll and transfer limiters are required")
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	defInt := func(d *int, v int) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	if o.Namespace == "" {
+		o.Namespace = "kontextq"
+	}
+	defInt(&o.SubmitWorkers, 4)
+	defInt(&o.PollWorkers, 8)
+	defInt(&o.ArchiveWorkers, 4)
+	if o.GenerationRetries == 0 {
+		o.GenerationRetries = 2
+	} else if o.GenerationRetries < 0 {
+		o.GenerationRetries = 0
+	}
+	def(&o.FirstPoll, 8*time.Second)
+	def(&o.PollInterval, 3*time.Second)
+	def(&o.PollTimeout, 15*time.Minute)
+	def(&o.ResultTTL, 24*time.Hour)
+	def(&o.Retention, 7*24*time.Hour)
+	def(&o.SweepInterval, time.Minute)
+	def(&o.ExpiryMargin, time.Hour)
+	if o.SpoolDir == "" {
+		o.SpoolDir = os.TempDir()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return nil
+}
+
+// Worker is one worker process's share of the work.
+type Worker struct {
+	o       Options
+	log     *slog.Logger
+	ledger  *jobs.Ledger
+	queues  jobs.Queues
+	client  *asynq.Client
+	insp    *asynq.Inspector
+	enq     *jobs.Enqueuer
+	pause   *pause
+	submits sync.WaitGroup // generate calls in flight; they outlive a shutdown so their task id is recorded
+}
+
+// New builds a Worker.
+func New(o Options) (*Worker, error) {
+	if err := o.defaults(); err != nil {
+		return nil, err
+	}
+	w := &Worker{
+		o:      o,
+		log:    o.Logger,
+		ledger: jobs.NewLedger(o.Redis, jobs.LedgerOptions{Namespace: o.Namespace, Retention: o.Retention, Now: o.Now}),
+		queues: jobs.QueuesFor(o.Namespace),
+		client: asynq.NewClientFromRedisClient(o.Redis),
+		insp:   asynq.NewInspectorFromRedisClient(o.Redis),
+		enq:    jobs.NewEnqueuer(o.Redis, jobs.EnqueuerOptions{Namespace: o.Namespace, Retention: o.Retention}),
+		pause:  &pause{rdb: o.Redis, key: o.Namespace + ":pause", now: o.Now},
+	}
+	return w, nil
+}
+
+// Ledger is the worker's ledger.
+func (w *Worker) Ledger() *jobs.Ledger { return w.ledger }
+
+// Queues are the worker's queue names.
+func (w *Worker) Queues() jobs.Queues { return w.queues }
+
+// Handler routes task types to handlers (exported for tests that drive one task at a time).
+func (w *Worker) Handler() asynq.Handler {
+	mux := asynq.NewServeMux()
+	mux.HandleFunc(jobs.TypeSubmit, w.handleSubmit)
+	mux.HandleFunc(jobs.TypePoll, w.handlePoll)
+	mux.HandleFunc(jobs.TypeArchive, w.handleArchive)
+	return mux
+}
+
+// Run processes tasks until ctx is cancelled, then shuts down gracefully: running handlers get
+// their context cancelled and a short grace period; generate calls already sent are waited for so
+// their task ids reach the ledger.
+func (w *Worker) Run(ctx context.Context) error {
+	base := asynq.Config{
+		IsFailure:                isFailure,
+		RetryDelayFunc:           retryDelay,
+		DelayedTaskCheckInterval: time.Second,
+		ShutdownTimeout:          10 * time.Second,
+		HealthCheckInterval:      15 * time.Second,
+		Logger:                   asynqLogger{w.log},
+		LogLevel:                 asynq.WarnLevel,
+		ErrorHandler:             asynq.ErrorHandlerFunc(w.logTaskError),
+	}
+	submitCfg := base
+	submitCfg.Concurrency = w.o.SubmitWorkers
+	submitCfg.Queues = map[string]int{w.queues.Submit: 1}
+	mainCfg := base
+	mainCfg.Concurrency = w.o.PollWorkers + w.o.ArchiveWorkers
+	mainCfg.Queues = map[string]int{w.queues.Archive: 6, w.queues.Poll: 3}
+	mainCfg.StrictPriority = true
+
+	submitSrv := asynq.NewServerFromRedisClient(w.o.Redis, submitCfg)
+	mainSrv := asynq.NewServerFromRedisClient(w.o.Redis, mainCfg)
+	h := w.Handler()
+	if err := submitSrv.Start(h); err != nil {
+		return fmt.Errorf("starting submit workers: %w", err)
+	}
+	if err := mainSrv.Start(h); err != nil {
+		submitSrv.Shutdown()
+		return fmt.Errorf("starting poll and archive workers: %w", err)
+	}
+	sweepDone := make(chan struct{})
+	go func() { defer close(sweepDone); w.sweepLoop(ctx) }()
+
+	<-ctx.Done()
+	var wg sync.WaitGroup
+	for _, s := range []*asynq.Server{submitSrv, mainSrv} {
+		wg.Go(s.Shutdown)
+	}
+	wg.Wait()
+	<-sweepDone
+	w.submits.Wait()
+	return nil
+}
+
+// Close releases the worker's queue clients (not the Redis client).
+func (w *Worker) Close() error {
+	return errors.Join(w.client.Close(), w.insp.Close(), w.enq.Close())
+}
+
+func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
+	d := Classify(err)
+	if d.Action == RetryLater {
+		w.log.Debug("task postponed", "type", t.Type(), "payload", string(t.Payload()), "err", err)
+		return
+	}
+	n, _ := asynq.GetRetryCount(ctx)
+	maxN, _ := asynq.GetMaxRetry(ctx)
+	w.log.Warn("task failed", "type", t.Type(), "payload", string(t.Payload()), "attempt", n+1, "max_retry", maxN, "action", d.Action.String(), "err", err)
+}
+
+// lastAttempt reports whether asynq will archive the task if this attempt fails.
+func lastAttempt(ctx context.Context) bool {
+	n, ok1 := asynq.GetRetryCount(ctx)
+	m, ok2 := asynq.GetMaxRetry(ctx)
+	return ok1 && ok2 && n >= m
+}
+
+// enqueueUnique enqueues a task with a fixed id. An id held by a task asynq archived (it ran out
+// of retries) is freed first: the sweeper's second chance must not be blocked by the first's
+// corpse. A live task with the id means the work is already queued.
+func (w *Worker) enqueueUnique(ctx context.Context, t *asynq.Task, queue, id string, opts ...asynq.Option) error {
+	opts = append(opts, asynq.Queue(queue), asynq.TaskID(id))
+	_, err := w.client.EnqueueContext(ctx, t, opts...)
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return err
+	}
+	info, ierr := w.insp.GetTaskInfo(queue, id)
+	if ierr != nil || info.State != asynq.TaskStateArchived {
+		return nil
+	}
+	if derr := w.insp.DeleteTask(queue, id); derr != nil {
+		return fmt.Errorf("freeing task id %s: %w", id, derr)
+	}
+	_, err = w.client.EnqueueContext(ctx, t, opts...)
+	if errors.Is(err, asynq.ErrTaskIDConflict) {
+		return nil
+	}
+	return err
+}
+
+type asynqLogger struct{ l *slog.Logger }
+
+func (a asynqLogger) Debug(args ...any) { a.l.Debug(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Info(args ...any)  { a.l.Info(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Warn(args ...any)  { a.l.Warn(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Error(args ...any) { a.l.Error(fmt.Sprint(args...), "component", "asynq") }
+func (a asynqLogger) Fatal(args ...any) {
+	a.l.Error(fmt.Sprint(args...), "component", "asynq")
+	os.Exit(1)
+}
+
+// pause is the account-wide submission pause, shared through Redis.
+type pause struct {
+	rdb redis.UniversalClient
+	key string
+	now func() time.Time
+}
+
+// set pauses the account until now+d unless it is already paused longer.
+func (p *pause) set(ctx context.Context, reason string, d time.Duration) error {
+	until := p.now().Add(d)
+	return p.rdb.Eval(ctx, `
+local cur = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
+if cur < tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
+end
+return 1`, []string{p.key}, until.UnixMilli(), reason).Err()
+}
+
+// get reports an active pause.
+func (p *pause) get(ctx context.Context) (*PausedError, error) {
+	m, err := p.rdb.HGetAll(ctx, p.key).Result()
+	if err != nil {
+		return nil, fmt.Errorf("reading account pause: %w", err)
+	}
+	var ms int64
+	fmt.Sscan(m["until"], &ms)
+	now := p.now()
+	if ms == 0 || time.UnixMilli(ms).Before(now) {
+		return nil, nil
+	}
+	return &PausedError{Until: time.UnixMilli(ms), Reason: m["reason"], now: now}, nil
+}
+
+// clear lifts a pause given for reason.
+func (p *pause) clear(ctx context.Context, reason string) error {
+	return p.rdb.Eval(ctx, `
+if redis.call('HGET', KEYS[1], 'reason') == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1`, []string{p.key}, reason).Err()
+}
