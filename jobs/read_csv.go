@@ -36,6 +36,10 @@ func (s *recordSource) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// nextCSV reads CSV as RFC 4180 writes it: a header row of Kie's field names (exact, case
+// and all), then one job per record; quoted fields may hold commas and line breaks, an empty
+// cell leaves its field unset, and a record whose cells are all empty is skipped like a
+// blank line (spreadsheets write them). A record's line is the line it starts on.
 func (r *Reader) nextCSV() (Item, error) {
 	c := &r.csv
 	for {

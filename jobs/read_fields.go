@@ -168,12 +168,13 @@ func editDistance(a, b string) int {
 }
 
 // parseCell sets field name of s from a CSV cell; an empty cell has already been taken as
-// "not set".
+// "not set". Booleans are true/false in any case (spreadsheets write TRUE) or 1/0. Text is
+// taken exactly as written: Kie's values have no spaces to trim, and a prompt's are its own.
 func parseCell(s *Spec, name, cell string) *Problem {
 	switch lineFields[fieldIndex(name)].kind {
 	case kindBool:
 		var v bool
-		switch strings.ToLower(cell) {
+		switch strings.ToLower(strings.TrimSpace(cell)) {
 		case "true", "1":
 			v = true
 		case "false", "0":

@@ -87,7 +87,7 @@ func parseJSONLine(line []byte) (Spec, []Problem) {
 		ps = append(ps, Problem{Message: "unexpected text after the JSON object"})
 	}
 	if !badUTF8 && !utf8.Valid(line) {
-		ps = append(ps, Problem{Message: "is not valid UTF-8"})
+		ps = append(ps, Problem{Message: "the line is not valid UTF-8"})
 	}
 	return s, ps
 }

@@ -238,7 +238,13 @@ func (l *Limiter) throttle(ctx context.Context, retryAfter time.Duration, learn 
 	if err != nil {
 		// Without Redis, at least this process backs off as the shared state would have.
 		l.st.Errors++
-		l.notBefore = later(l.notBefore, now.Add(max(retryAfter, l.o.Rate.Per)))
+		cool := retryAfter
+		if learn {
+			cool = max(cool, l.o.Rate.Per)
+		} else if cool <= 0 {
+			cool = l.o.Rate.Per
+		}
+		l.notBefore = later(l.notBefore, now.Add(cool))
 		l.st.CooldownUntil = later(l.st.CooldownUntil, l.notBefore)
 		if learn {
 			l.st.CurrentRate = max(l.st.CurrentRate*decrease, l.st.ConfiguredRate*l.o.MinRate)

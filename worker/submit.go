@@ -165,9 +165,6 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 		}
 		return err
 	case PauseAccount:
-		if kie.IsMaintenance(err) {
-			_ = w.o.SubmitLimiter.Throttled(ctx, d.Delay)
-		}
 		if perr := w.pause.set(ctx, d.Why, d.Delay); perr != nil {
 			return perr
 		}

@@ -182,7 +182,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 			Seed:                  7,
 		},
 		// Told more than the true limit, so Kie's 429s (in both forms) happen.
-		told: ratelimit.Rate{Events: 30, Per: time.Second},
+		told:   ratelimit.Rate{Events: 30, Per: time.Second},
 		worker: worker.Options{SubmitWorkers: 6, PollWorkers: 8, ArchiveWorkers: 4},
 	})
 	var specs []jobs.Spec
@@ -250,4 +250,3 @@ func TestPipelineUnderFaults(t *testing.T) {
 		t.Errorf("re-running paid %d more submissions", st2.Accepted-st.Accepted)
 	}
 }
-

@@ -272,8 +272,9 @@ func testNothingVisibleEarly(t *testing.T, open func(t *testing.T) archive.Store
 			}
 			next := payload(11, big)
 			g := newGate(t, next, pauseAt)
+			ctx := ctxFor(t)
 			putErr := make(chan error, 1)
-			go func() { putErr <- s.Put(ctxFor(t), key, g, infoOf(next, "")) }()
+			go func() { putErr <- s.Put(ctx, key, g, infoOf(next, "")) }()
 			waitPaused(t, g, putErr)
 
 			wantPrevious(t, s, key, prev)
@@ -448,10 +449,11 @@ func testConcurrentPuts(t *testing.T, s archive.Store) {
 	for i := range versions {
 		versions[i] = payload(uint64(70+i), (40+i*13)<<10)
 	}
+	ctx := ctxFor(t)
 	var wg sync.WaitGroup
 	errs := make([]error, writers)
 	for i, v := range versions {
-		wg.Go(func() { errs[i] = s.Put(ctxFor(t), key, bytes.NewReader(v), infoOf(v, "")) })
+		wg.Go(func() { errs[i] = s.Put(ctx, key, bytes.NewReader(v), infoOf(v, "")) })
 	}
 	wg.Wait()
 	for i, err := range errs {

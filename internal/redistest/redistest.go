@@ -23,8 +23,9 @@ import (
 type Env struct {
 	// Client is connected to the test server; it is closed when the test ends.
 	Client *redis.Client
-	// Prefix is unique to this test. Use it in key prefixes and asynq queue names: every key
-	// containing it is removed at cleanup.
+	// Prefix is unique to this test, lower-case and short (a valid namespace once a few letters
+	// are added). Use it in key prefixes and asynq queue names: every key containing it is
+	// removed at cleanup.
 	Prefix string
 	// URL is the server's URL, for code under test that dials Redis itself (subprocesses).
 	URL string
@@ -60,11 +61,8 @@ func New(tb testing.TB) *Env {
 		}
 		tb.Skipf("redistest: Redis at %s does not answer (%v); set TEST_REDIS_URL", redact(url), err)
 	}
-	name := strings.NewReplacer("/", "_", " ", "_", ":", "_", "{", "_", "}", "_").Replace(tb.Name())
-	if len(name) > 40 {
-		name = name[:40]
-	}
-	prefix := fmt.Sprintf("kqt%d%d_%s_", os.Getpid(), seq.Add(1), name)
+	// Short and lower-case, so it also makes a valid kontextq namespace.
+	prefix := fmt.Sprintf("kqt%d-%d-", os.Getpid(), seq.Add(1))
 	e := &Env{Client: c, Prefix: prefix, URL: url}
 	tb.Cleanup(func() {
 		e.Cleanup()
