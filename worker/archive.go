@@ -110,6 +110,7 @@ func (w *Worker) archive(ctx context.Context, j *jobs.Job) error {
 		return err
 	}
 	if ok {
+		w.o.Observer.Archived(size)
 		w.log.Debug("archived", "job", j.Ref.String(), "bytes", size, "location", w.o.Store.Location(key))
 	}
 	return nil
@@ -125,9 +126,12 @@ func (w *Worker) download(ctx context.Context, j *jobs.Job, spool *os.File) (str
 		if derr != nil {
 			if w.o.Now().After(j.ExpiresAt) && (kie.IsNotFound(derr) || kie.IsInvalidRequest(derr)) {
 				msg := fmt.Sprintf("result gone before it was archived: %v; refresh: %v", err, derr)
-				_, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Generated}, "", jobs.Expired, msg)
+				ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Generated}, "", jobs.Expired, msg)
 				if ferr != nil {
 					return "", 0, "", ferr
+				}
+				if ok {
+					w.o.Observer.Failed(jobs.Expired)
 				}
 				return "", 0, "", fmt.Errorf("%w: %s", asynq.SkipRetry, msg)
 			}

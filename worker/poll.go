@@ -79,6 +79,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	rec, err := w.o.Kie.RecordInfo(ctx, j.TaskID)
 	if err != nil {
 		if kie.IsRateLimited(err) {
+			w.o.Observer.RateLimited("record-info")
 			_ = w.o.PollLimiter.Throttled(ctx, kie.RetryAfter(err))
 			return &RateLimitedError{RetryAfter: max(kie.RetryAfter(err), time.Second), Why: "Kie answered 429 to a poll"}
 		}
@@ -125,18 +126,25 @@ func (w *Worker) recordSuccess(ctx context.Context, j *jobs.Job, rec *kie.Record
 	if err != nil || !ok {
 		return err
 	}
+	w.o.Observer.Generated(w.o.Now().Sub(j.SubmittedAt))
 	j.State, j.ResultURL, j.ExpiresAt = jobs.Generated, res.ResultURL, res.ExpiresAt
 	return w.queueArchive(ctx, j)
 }
 
 func (w *Worker) recordFailure(ctx context.Context, j *jobs.Job, rec *kie.Record) error {
 	why := fmt.Sprintf("Kie task %s: successFlag %d, errorCode %d: %s", j.TaskID, rec.SuccessFlag, rec.ErrorCode, rec.ErrorMessage)
-	if rec.ErrorCode == 400 {
-		_, err := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Submitted}, j.TaskID, jobs.Rejected, why)
-		return err
+	reason := jobs.Reason("")
+	switch {
+	case rec.ErrorCode == 400:
+		reason = jobs.Rejected
+	case j.Submissions > w.o.GenerationRetries:
+		reason = jobs.GenerationFailed
 	}
-	if j.Submissions > w.o.GenerationRetries {
-		_, err := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Submitted}, j.TaskID, jobs.GenerationFailed, why)
+	if reason != "" {
+		ok, err := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Submitted}, j.TaskID, reason, why)
+		if ok {
+			w.o.Observer.Failed(reason)
+		}
 		return err
 	}
 	ok, err := w.ledger.Requeue(ctx, j.Ref, j.TaskID, why)

@@ -107,13 +107,20 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), generateTimeout)
 	defer cancel()
 
+	if w.o.Journal != nil {
+		if err := w.o.Journal.Submitting(j.Ref); err != nil {
+			_ = w.ledger.ClearSubmitting(cctx, j.Ref, "journal: "+err.Error())
+			return fmt.Errorf("journal: %w", err)
+		}
+	}
 	req := j.Spec.Request(input, w.o.CallbackURL)
 	taskID, err := w.o.Kie.Generate(cctx, req)
 	if err != nil {
 		return w.submitFailed(cctx, j, err)
 	}
+	w.o.Observer.Submitted()
 	if w.o.Journal != nil {
-		if jerr := w.o.Journal.Record(j.Ref, taskID); jerr != nil {
+		if jerr := w.o.Journal.Submitted(j.Ref, taskID); jerr != nil {
 			w.log.Error("journal write failed", "job", j.Ref.String(), "task", taskID, "err", jerr)
 		}
 	}
@@ -149,6 +156,7 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 			"`kontextq retry %s --failed` submits it anew", err, j.Batch)
 		_, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Interrupted, msg)
 		w.log.Error("submission outcome unknown; job failed rather than paid twice", "job", j.Ref.String(), "err", err)
+		w.o.Observer.Failed(jobs.Interrupted)
 		return ferr
 	}
 	if cerr := w.ledger.ClearSubmitting(ctx, j.Ref, err.Error()); cerr != nil {
@@ -158,6 +166,7 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 	switch d.Action {
 	case RetryLater:
 		if kie.IsRateLimited(err) {
+			w.o.Observer.RateLimited("generate")
 			if terr := w.o.SubmitLimiter.Throttled(ctx, kie.RetryAfter(err)); terr != nil {
 				w.log.Warn("sharing a 429 failed", "err", terr)
 			}
@@ -171,9 +180,10 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 		w.log.Error("account paused", "reason", d.Why, "for", d.Delay, "err", err)
 		return &PausedError{Until: w.o.Now().Add(d.Delay), Reason: d.Why, now: w.o.Now()}
 	case GiveUp:
-		if _, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, err.Error()); ferr != nil {
+		if ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, err.Error()); ferr != nil || !ok {
 			return ferr
 		}
+		w.o.Observer.Failed(jobs.Rejected)
 		return nil
 	}
 	return err

@@ -76,6 +76,7 @@ func (w *Worker) Sweep(ctx context.Context) error {
 			w.log.Info("credits are back; submissions resume", "credits", c)
 		}
 	}
+	w.o.Observer.Swept(rep)
 	w.log.Debug("sweep", "archives", rep.Archives, "checks", rep.Checks)
 	return nil
 }

@@ -62,17 +62,23 @@ type Options struct {
 	CallbackURL string
 	// SpoolDir holds downloads while they are verified (os.TempDir()).
 	SpoolDir string
-	// Journal, when set, receives job id → Kie task id before a submission is acknowledged.
+	// Journal, when set, durably records submissions outside Redis (see Journal).
 	Journal Journal
+	// Observer receives events for metrics (none by default).
+	Observer Observer
 
 	Logger *slog.Logger     // slog.Default()
 	Now    func() time.Time // time.Now
 }
 
-// Journal is a durable record of Kie task ids outside Redis, for an in-memory Redis that dies with
-// the process.
+// Journal is a durable record of submissions outside Redis, for an in-memory Redis that dies with
+// the process: a restarted process restores from it which jobs Kie already holds (and which may
+// have reached Kie), so none is paid for twice.
 type Journal interface {
-	Record(r jobs.Ref, taskID string) error
+	// Submitting is called before a generate call is sent; an error stops the call.
+	Submitting(r jobs.Ref) error
+	// Submitted records the task id Kie answered.
+	Submitted(r jobs.Ref, taskID string) error
 }
 
 func (o *Options) defaults() error {
@@ -122,6 +128,9 @@ func (o *Options) defaults() error {
 	}
 	if o.Now == nil {
 		o.Now = time.Now
+	}
+	if o.Observer == nil {
+		o.Observer = nopObserver{}
 	}
 	return nil
 }
