@@ -29,6 +29,17 @@ type Sidecar struct {
 	ExpiresAt    time.Time       `json:"expiresAt"`           // when Kie was expected to drop it
 	OriginURL    string          `json:"originUrl,omitempty"` // Kie's originImageUrl, if any
 	Attempts     int             `json:"attempts,omitempty"`  // downloads it took
+	Origin       *OriginImage    `json:"origin,omitempty"`    // the archived originImageUrl, when asked for
+}
+
+// OriginImage records the copy of Kie's originImageUrl archived beside the result
+// (--archive-origin), or why there is none: it lives only 10 minutes, and failing to fetch it
+// never fails the main image.
+type OriginImage struct {
+	Key    string `json:"key,omitempty"`    // "<batch>/<id>.origin.<format>"
+	SHA256 string `json:"sha256,omitempty"` // lowercase hex
+	Bytes  int64  `json:"bytes,omitempty"`
+	Error  string `json:"error,omitempty"` // why it was not archived
 }
 
 // maxSidecar bounds what ReadSidecar reads: a sidecar is a few kilobytes, and anything far

@@ -74,6 +74,14 @@ type Config struct {
 	// ExpiryMargin is how close to its expiry an unarchived result may come before a warning
 	// (default 1h).
 	ExpiryMargin time.Duration
+	// ResultTTL is how long a result image is assumed to stay downloadable after Kie completes it
+	// (default 24h). Kie documents 14 days, but other Kie pages say 24 hours and users report
+	// less: expiry protection plans for the short figure.
+	ResultTTL time.Duration
+	// ArchiveOrigin also archives Kie's originImageUrl beside the result (default false). It lives
+	// 10 minutes, so it is fetched in the same archive task; failing to fetch it never fails the
+	// main image.
+	ArchiveOrigin bool
 
 	// Namespace prefixes every Redis key and asynq queue name, so several deployments can share
 	// one Redis (default kontextq). It matches [a-z0-9_-]{1,32}.
@@ -120,6 +128,7 @@ func Default() Config {
 		PollTimeout:       15 * time.Minute,
 		Retention:         168 * time.Hour,
 		ExpiryMargin:      time.Hour,
+		ResultTTL:         24 * time.Hour,
 		Namespace:         "kontextq",
 		Listen:            "127.0.0.1:8080",
 		LogLevel:          "info",

@@ -112,6 +112,9 @@ func RegisterFlags(fs *pflag.FlagSet) {
 		v := &flagValue{typ: s.typ, list: s.list, redact: s.redact}
 		f := fs.VarPF(v, s.Flag, "", s.Help+" (env "+s.Env+")")
 		f.DefValue = s.Default
+		if s.typ == "bool" {
+			f.NoOptDefVal = "true" // --archive-origin alone means true
+		}
 	}
 }
 

@@ -113,6 +113,14 @@ var settings = []*setting{
 	durationSetting("expiry-margin", "KONTEXTQ_EXPIRY_MARGIN",
 		"warn when an unarchived result is this close to its expiry",
 		func(c *Config) *time.Duration { return &c.ExpiryMargin }),
+	durationSetting("result-ttl", "KONTEXTQ_RESULT_TTL",
+		"how long a result image is assumed to stay downloadable after Kie completes it; archive deadlines and "+
+			"expiry warnings count from it (Kie documents 14 days, but other Kie pages say 24h, so plan for the short one)",
+		func(c *Config) *time.Duration { return &c.ResultTTL }),
+	boolSetting("archive-origin", "KONTEXTQ_ARCHIVE_ORIGIN",
+		"also archive Kie's originImageUrl as <batch>/<id>.origin.<ext>; it lives only 10 minutes, and failing "+
+			"to fetch it never holds up the main image",
+		func(c *Config) *bool { return &c.ArchiveOrigin }),
 	{
 		Setting: Setting{Flag: "namespace", Env: "KONTEXTQ_NAMESPACE",
 			Help: "prefix of every Redis key and asynq queue name, so deployments can share one Redis; [a-z0-9_-]{1,32}"},
@@ -279,6 +287,22 @@ func durationSetting(flag, env, help string, field func(*Config) *time.Duration)
 			}
 			return nil
 		},
+	}
+}
+
+func boolSetting(flag, env, help string, field func(*Config) *bool) *setting {
+	return &setting{
+		Setting: Setting{Flag: flag, Env: env, Help: help},
+		typ:     "bool",
+		parse: func(c *Config, raw string) error {
+			v, err := strconv.ParseBool(strings.TrimSpace(raw))
+			if err != nil {
+				return fmt.Errorf("%q is not true or false", raw)
+			}
+			*field(c) = v
+			return nil
+		},
+		show: func(c *Config) string { return strconv.FormatBool(*field(c)) },
 	}
 }
 

@@ -288,6 +288,7 @@ elseif s == 'archived' then
 end
 if to == 'submitted' then
   redis.call('HINCRBY', KEYS[1], 'n', 1)
+  redis.call('HSETNX', KEYS[2], 'fs', ARGV[5])
   redis.call('HSET', KEYS[3], redis.call('HGET', KEYS[1], 't'), ref)
   redis.call('ZADD', KEYS[5], tonumber(redis.call('HGET', KEYS[1], 'sa') or ARGV[5]), ref)
 elseif to == 'generated' then
@@ -295,8 +296,10 @@ elseif to == 'generated' then
 elseif to == 'failed' then
   redis.call('SADD', KEYS[6], ref)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[2], 'le', ARGV[5])
 elseif to == 'archived' then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  redis.call('HSET', KEYS[2], 'le', ARGV[5])
 end
 return {1, s}
 `)

@@ -12,7 +12,9 @@ import (
 	_ "image/jpeg" // result formats
 	_ "image/png"
 	"io"
+	"math/rand/v2"
 	"os"
+	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -22,17 +24,85 @@ import (
 	"github.com/kontextq/kontextq/kie"
 )
 
-// maxImageBytes caps one download; Kie's images are a few MB.
-const maxImageBytes = 256 << 20
+const (
+	// maxImageBytes caps one download; Kie's images are a few MB.
+	maxImageBytes = 256 << 20
+	// archiveMaxRetry and maxArchiveBackoff spend an archive task's retries over about half an
+	// hour of outage (a full disk, a bucket down). When they run out the sweeper re-queues the
+	// task, so an outage of any length costs at most one sweep interval after it ends.
+	archiveMaxRetry   = 30
+	maxArchiveBackoff = time.Minute
+	archiveTimeout    = 5 * time.Minute
+	// originTimeout bounds the fetch of an origin image, so that it never holds up the result's
+	// archiving for long.
+	originTimeout = time.Minute
+)
 
-// queueArchive enqueues the archive task of a generated job, due before its result expires.
+// ErrResultGone is returned (wrapped) when Kie no longer serves a result, even through a fresh
+// direct link.
+var ErrResultGone = errors.New("result is no longer downloadable")
+
+func archiveTaskID(r jobs.Ref) string { return "archive:" + r.String() }
+
+// queueArchive enqueues the archive task of a generated job. Its asynq deadline is the result's
+// assumed expiry, so an attempt that is still running then is cut off; past that point a new
+// task has no deadline, because the result may well outlive the assumption (Kie documents 14
+// days) and only the download can tell.
 func (w *Worker) queueArchive(ctx context.Context, j *jobs.Job) error {
+	now := w.o.Now()
 	t := asynq.NewTask(jobs.TypeArchive, jobs.EncodePayload(jobs.Payload{Ref: j.Ref}))
-	opts := []asynq.Option{asynq.MaxRetry(30), asynq.Timeout(5 * time.Minute)}
-	if !j.ExpiresAt.IsZero() && j.ExpiresAt.After(w.o.Now().Add(time.Minute)) {
+	id, queue := archiveTaskID(j.Ref), w.queues.Archive
+	opts := []asynq.Option{asynq.Queue(queue), asynq.TaskID(id), asynq.MaxRetry(archiveMaxRetry), asynq.Timeout(archiveTimeout)}
+	if j.ExpiresAt.After(now.Add(time.Minute)) {
 		opts = append(opts, asynq.Deadline(j.ExpiresAt))
 	}
-	return w.enqueueUnique(ctx, t, w.queues.Archive, "archive:"+j.Ref.String(), opts...)
+	_, err := w.client.EnqueueContext(ctx, t, opts...)
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		if err != nil {
+			return fmt.Errorf("queuing the archive of %s: %w", j.Ref, err)
+		}
+		return nil
+	}
+	// The id is held. A live task does the work, unless it can no longer run: asynq archived it
+	// (out of retries), or its deadline passed, which makes every attempt fail before it starts.
+	info, ierr := w.insp.GetTaskInfo(queue, id)
+	if ierr != nil || !deadArchiveTask(info, now) {
+		return nil // running, waiting its turn, or finished meanwhile
+	}
+	if derr := w.insp.DeleteTask(queue, id); derr != nil {
+		return fmt.Errorf("freeing archive task %s: %w", id, derr)
+	}
+	if _, err := w.client.EnqueueContext(ctx, t, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("queuing the archive of %s again: %w", j.Ref, err)
+	}
+	return nil
+}
+
+// deadArchiveTask reports whether an archive task will never run its handler again.
+func deadArchiveTask(info *asynq.TaskInfo, now time.Time) bool {
+	switch info.State {
+	case asynq.TaskStateArchived:
+		return true
+	case asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry:
+		return !info.Deadline.IsZero() && !info.Deadline.After(now)
+	}
+	return false
+}
+
+// taskRetryDelay is asynq's RetryDelayFunc. Archive tasks back off to at most a minute: an
+// archive waiting out a long backoff after the store came back would be a result nearer its
+// expiry for nothing.
+func taskRetryDelay(n int, err error, t *asynq.Task) time.Duration {
+	if t.Type() == jobs.TypeArchive && Classify(err).Action == Retry {
+		return archiveBackoff(n)
+	}
+	return retryDelay(n, err, t)
+}
+
+// archiveBackoff is 1 s, 2 s, 4 s ... capped at maxArchiveBackoff, with up to a quarter of jitter.
+func archiveBackoff(n int) time.Duration {
+	base := min(time.Second<<min(n, 7), maxArchiveBackoff)
+	return base + rand.N(base/4+1)
 }
 
 func (w *Worker) handleArchive(ctx context.Context, t *asynq.Task) error {
@@ -58,8 +128,10 @@ func (w *Worker) handleArchive(ctx context.Context, t *asynq.Task) error {
 		}
 		return &RateLimitedError{RetryAfter: max(retry, 100*time.Millisecond), Why: why}
 	}
+	t0 := w.o.Now()
 	err = w.archive(ctx, j)
-	if err != nil {
+	w.log.Error("DBG archive", "start_late", t0.Sub(j.CompleteTime).Milliseconds(), "took", w.o.Now().Sub(t0).Milliseconds())
+	if err != nil && !errors.Is(err, asynq.SkipRetry) {
 		_ = w.ledger.SetError(ctx, j.Ref, "archive: "+err.Error())
 		if lastAttempt(ctx) {
 			w.log.Error("archiving failed on its last attempt; the sweeper will try again", "job", j.Ref.String(), "expires", j.ExpiresAt, "err", err)
@@ -68,97 +140,222 @@ func (w *Worker) handleArchive(ctx context.Context, t *asynq.Task) error {
 	return err
 }
 
-// archive downloads, verifies and stores one image, then its sidecar, then marks the job.
+// archive downloads, verifies and stores one image (and its origin, when asked), then its
+// sidecar, then marks the job: the ledger says archived only once both are in the store.
 func (w *Worker) archive(ctx context.Context, j *jobs.Job) error {
-	spool, err := os.CreateTemp(w.o.SpoolDir, "kontextq-*.part")
-	if err != nil {
-		return fmt.Errorf("spool file: %w", err)
+	sp, err := w.fetch(ctx, j.ResultURL, j.Spec.Format())
+	if errors.Is(err, ErrResultGone) && !w.o.Now().Before(j.ExpiresAt) {
+		msg := fmt.Sprintf("result gone before it was archived (expiry assumed at %s): %v", j.ExpiresAt.UTC().Format(time.RFC3339), err)
+		ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Generated}, "", jobs.Expired, msg)
+		if ferr != nil {
+			return ferr
+		}
+		if ok {
+			w.o.Observer.Failed(jobs.Expired)
+			w.log.Error("result expired before it was archived", "job", j.Ref.String(), "task", j.TaskID, "err", err)
+		}
+		return fmt.Errorf("%w: %s", asynq.SkipRetry, msg)
 	}
-	defer os.Remove(spool.Name())
-	defer spool.Close()
-
-	src, size, sum, err := w.download(ctx, j, spool)
 	if err != nil {
+		return fmt.Errorf("archive %s: %w", j.Ref, err)
+	}
+	defer sp.close()
+	if sp.format != j.Spec.Format() {
+		w.log.Warn("result format differs from the requested one; archived as what it is", "job", j.Ref.String(), "requested", j.Spec.Format(), "got", sp.format)
+	}
+	key := archive.ImageKey(j.Batch, j.ID, sp.format)
+	if err := w.publish(ctx, key, sp); err != nil {
 		return err
 	}
-	format, err := verifyImage(spool, j.Spec.Format())
-	if err != nil {
-		return err
-	}
-	if format != j.Spec.Format() {
-		w.log.Warn("result format differs from the requested one; archived as what it is", "job", j.Ref.String(), "requested", j.Spec.Format(), "got", format)
-	}
-	if _, err := spool.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
-	key := archive.ImageKey(j.Batch, j.ID, format)
-	if err := w.o.Store.Put(ctx, key, spool, archive.Info{Size: size, SHA256: sum, ContentType: "image/" + format}); err != nil {
-		return fmt.Errorf("storing %s: %w", key, err)
-	}
-	req, _ := json.Marshal(j.Spec.Request(j.Spec.InputImage, ""))
-	now := w.o.Now()
-	sc := archive.Sidecar{
-		ID: j.ID, Batch: j.Batch, TaskID: j.TaskID, Request: req, SourceURL: src, SHA256: sum, Bytes: size,
-		Format: format, CreateTime: j.CreateTime, CompleteTime: j.CompleteTime, ArchivedAt: now,
-		ExpiresAt: j.ExpiresAt, OriginURL: j.OriginURL, Attempts: j.Submissions,
+	sc := SidecarFor(j)
+	sc.SourceURL, sc.SHA256, sc.Bytes, sc.Format, sc.ArchivedAt = sp.url, sp.sum, sp.size, sp.format, w.o.Now()
+	if w.o.ArchiveOrigin && j.OriginURL != "" {
+		sc.Origin = w.archiveOrigin(ctx, j)
 	}
 	if err := archive.PutSidecar(ctx, w.o.Store, sc); err != nil {
 		return fmt.Errorf("storing sidecar of %s: %w", j.Ref, err)
 	}
-	ok, err := w.ledger.RecordArchived(ctx, j.Ref, jobs.ArchiveRecord{Location: w.o.Store.Location(key), SHA256: sum, Bytes: size, At: now})
+	ok, err := w.ledger.RecordArchived(ctx, j.Ref, jobs.ArchiveRecord{Location: w.o.Store.Location(key), SHA256: sp.sum, Bytes: sp.size, At: sc.ArchivedAt})
 	if err != nil {
 		return err
 	}
 	if ok {
-		w.o.Observer.Archived(size)
-		w.log.Debug("archived", "job", j.Ref.String(), "bytes", size, "location", w.o.Store.Location(key))
+		w.o.Observer.Archived(sp.size)
+		w.log.Debug("archived", "job", j.Ref.String(), "bytes", sp.size, "location", w.o.Store.Location(key))
 	}
 	return nil
 }
 
-// download streams the job's result into spool, hashing it. When the result URL is refused or gone
-// it asks Kie for a fresh direct link once. It reports the URL it read.
-func (w *Worker) download(ctx context.Context, j *jobs.Job, spool *os.File) (string, int64, string, error) {
-	url := j.ResultURL
+// SidecarFor is the sidecar of a job as the ledger knows it, before the image's own fields
+// (SourceURL, SHA256, Bytes, Format, ArchivedAt) are filled in.
+func SidecarFor(j *jobs.Job) archive.Sidecar {
+	req, _ := json.Marshal(j.Spec.Request(j.Spec.InputImage, ""))
+	return archive.Sidecar{
+		ID: j.ID, Batch: j.Batch, TaskID: j.TaskID, Request: req, SourceURL: j.ResultURL,
+		SHA256: j.SHA256, Bytes: j.Bytes, Format: j.Spec.Format(),
+		CreateTime: j.CreateTime, CompleteTime: j.CompleteTime, ArchivedAt: j.ArchivedAt,
+		ExpiresAt: j.ExpiresAt, OriginURL: j.OriginURL, Attempts: j.Submissions,
+	}
+}
+
+// archiveOrigin stores the job's originImageUrl beside its result. It never fails: whatever
+// goes wrong is logged and returned as the sidecar's note.
+func (w *Worker) archiveOrigin(ctx context.Context, j *jobs.Job) *archive.OriginImage {
+	note := func(err error) *archive.OriginImage {
+		w.log.Warn("origin image not archived; the result is archived regardless", "job", j.Ref.String(), "err", err)
+		return &archive.OriginImage{Error: err.Error()}
+	}
+	ctx, cancel := context.WithTimeout(ctx, originTimeout)
+	defer cancel()
+	if granted, _, err := w.o.TransferLimiter.WaitAtMost(ctx, maxLimiterWait); !granted {
+		if err == nil {
+			err = errors.New("no transfer token in time")
+		}
+		return note(fmt.Errorf("waiting for the transfer rate limit: %w", err))
+	}
+	sp, err := w.fetch(ctx, j.OriginURL, j.Spec.Format())
+	if err != nil {
+		return note(err)
+	}
+	defer sp.close()
+	key := j.Batch + "/" + j.ID + ".origin." + sp.format
+	if err := w.publish(ctx, key, sp); err != nil {
+		return note(err)
+	}
+	return &archive.OriginImage{Key: key, SHA256: sp.sum, Bytes: sp.size}
+}
+
+// Rearchive downloads an archived image from Kie again and publishes it and its sidecar anew:
+// the repair of an image found missing or corrupt in the archive. sc describes the image as
+// archived (its sidecar, or SidecarFor its ledger record); sc.SourceURL is what is downloaded,
+// with a fresh direct link asked for when it is refused. The ledger's record, if it still holds
+// the job archived, is updated to match. It returns the sidecar now stored; a result Kie no
+// longer serves gives an error wrapping ErrResultGone. Run it from a Worker that is not
+// necessarily running: it uses only its Kie client, store and transfer limiter.
+func (w *Worker) Rearchive(ctx context.Context, sc archive.Sidecar) (archive.Sidecar, error) {
+	ref := jobs.Ref{Batch: sc.Batch, ID: sc.ID}
+	for {
+		granted, retry, err := w.o.TransferLimiter.WaitAtMost(ctx, maxLimiterWait)
+		if granted {
+			break
+		}
+		if err != nil {
+			return sc, fmt.Errorf("re-archive %s: transfer rate limiter: %w", ref, err)
+		}
+		select {
+		case <-ctx.Done():
+			return sc, fmt.Errorf("re-archive %s: %w", ref, ctx.Err())
+		case <-time.After(max(retry, 10*time.Millisecond)):
+		}
+	}
+	sp, err := w.fetch(ctx, sc.SourceURL, sc.Format)
+	if err != nil {
+		return sc, fmt.Errorf("re-archive %s: %w", ref, err)
+	}
+	defer sp.close()
+	key := archive.ImageKey(sc.Batch, sc.ID, sp.format)
+	if err := w.publish(ctx, key, sp); err != nil {
+		return sc, err
+	}
+	sc.SourceURL, sc.SHA256, sc.Bytes, sc.Format, sc.ArchivedAt = sp.url, sp.sum, sp.size, sp.format, w.o.Now()
+	if err := archive.PutSidecar(ctx, w.o.Store, sc); err != nil {
+		return sc, fmt.Errorf("re-archive %s: storing sidecar: %w", ref, err)
+	}
+	_, _, err = w.ledger.Apply(ctx, ref, jobs.Change{From: []jobs.State{jobs.Archived}, Set: map[string]string{
+		"loc": w.o.Store.Location(key), "sha": sp.sum, "b": strconv.FormatInt(sp.size, 10), "aa": strconv.FormatInt(sc.ArchivedAt.UnixMilli(), 10),
+	}})
+	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
+		return sc, fmt.Errorf("re-archive %s: %w", ref, err)
+	}
+	return sc, nil
+}
+
+// spooled is a downloaded image in a local spool file, hashed and decoded.
+type spooled struct {
+	f      *os.File
+	url    string // the URL read (a fresh direct link when the first was refused)
+	size   int64
+	sum    string // hex sha256
+	format string // as decoded: "jpeg" or "png"
+}
+
+func (s *spooled) close() {
+	_ = s.f.Close()
+	_ = os.Remove(s.f.Name())
+}
+
+// fetch downloads url into a spool file and checks that it decodes as an image.
+func (w *Worker) fetch(ctx context.Context, url, wantFormat string) (*spooled, error) {
+	f, err := os.CreateTemp(w.o.SpoolDir, "kontextq-*.part")
+	if err != nil {
+		return nil, fmt.Errorf("spool file: %w", err)
+	}
+	sp := &spooled{f: f}
+	if err := w.download(ctx, url, sp); err != nil {
+		sp.close()
+		return nil, err
+	}
+	if sp.format, err = verifyImage(f, wantFormat); err != nil {
+		sp.close()
+		return nil, err
+	}
+	return sp, nil
+}
+
+// publish stores a spooled image under key; the store checks size and sha256 again on the way.
+func (w *Worker) publish(ctx context.Context, key string, sp *spooled) error {
+	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+		return fmt.Errorf("storing %s: %w", key, err)
+	}
+	if err := w.o.Store.Put(ctx, key, sp.f, archive.Info{Size: sp.size, SHA256: sp.sum, ContentType: "image/" + sp.format}); err != nil {
+		return fmt.Errorf("storing %s: %w", key, err)
+	}
+	return nil
+}
+
+// gone reports an answer that means the file is not (or no longer) at that URL.
+func gone(err error) bool {
+	return kie.IsNotFound(err) || httpStatus(err) == 403 || httpStatus(err) == 410
+}
+
+// download streams url into sp.f, hashing it. When the URL is refused or gone it asks Kie for a
+// fresh direct link once; when that is refused too, the error wraps ErrResultGone.
+func (w *Worker) download(ctx context.Context, url string, sp *spooled) error {
 	resp, err := w.o.Kie.Fetch(ctx, url)
-	if err != nil && (kie.IsNotFound(err) || httpStatus(err) == 403 || httpStatus(err) == 410) {
+	if err != nil && gone(err) {
 		fresh, derr := w.o.Kie.DownloadURL(ctx, url)
 		if derr != nil {
-			if w.o.Now().After(j.ExpiresAt) && (kie.IsNotFound(derr) || kie.IsInvalidRequest(derr)) {
-				msg := fmt.Sprintf("result gone before it was archived: %v; refresh: %v", err, derr)
-				ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Generated}, "", jobs.Expired, msg)
-				if ferr != nil {
-					return "", 0, "", ferr
-				}
-				if ok {
-					w.o.Observer.Failed(jobs.Expired)
-				}
-				return "", 0, "", fmt.Errorf("%w: %s", asynq.SkipRetry, msg)
+			if kie.IsNotFound(derr) || kie.IsInvalidRequest(derr) {
+				return fmt.Errorf("download: %w: %v; refresh: %v", ErrResultGone, err, derr)
 			}
-			return "", 0, "", fmt.Errorf("download %s: %w (refresh: %v)", j.Ref, err, derr)
+			return fmt.Errorf("download: %w (refresh: %v)", err, derr)
 		}
 		url = fresh
 		resp, err = w.o.Kie.Fetch(ctx, url)
+		if err != nil && gone(err) {
+			return fmt.Errorf("download: %w: the fresh link too: %v", ErrResultGone, err)
+		}
 	}
 	if err != nil {
-		return "", 0, "", fmt.Errorf("download %s: %w", j.Ref, err)
+		return fmt.Errorf("download: %w", err)
 	}
 	defer resp.Body.Close()
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(spool, h), io.LimitReader(resp.Body, maxImageBytes+1))
+	n, err := io.Copy(io.MultiWriter(sp.f, h), io.LimitReader(resp.Body, maxImageBytes+1))
 	if err != nil {
-		return "", 0, "", fmt.Errorf("download %s: after %d bytes: %w", j.Ref, n, err)
+		return fmt.Errorf("download: after %d bytes: %w", n, err)
 	}
 	if n > maxImageBytes {
-		return "", 0, "", fmt.Errorf("download %s: larger than %d bytes", j.Ref, maxImageBytes)
+		return fmt.Errorf("download: larger than %d bytes", maxImageBytes)
 	}
 	if resp.ContentLength >= 0 && n != resp.ContentLength {
-		return "", 0, "", fmt.Errorf("download %s: truncated: %d of %d bytes", j.Ref, n, resp.ContentLength)
+		return fmt.Errorf("download: truncated: %d of %d bytes", n, resp.ContentLength)
 	}
-	if err := spool.Sync(); err != nil {
-		return "", 0, "", err
+	if err := sp.f.Sync(); err != nil {
+		return fmt.Errorf("download: %w", err)
 	}
-	return url, n, hex.EncodeToString(h.Sum(nil)), nil
+	sp.url, sp.size, sp.sum = url, n, hex.EncodeToString(h.Sum(nil))
+	return nil
 }
 
 // verifyImage decodes the whole spooled image: a truncated or corrupt file fails here, before it

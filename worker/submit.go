@@ -159,6 +159,7 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 		w.o.Observer.Failed(jobs.Interrupted)
 		return ferr
 	}
+	w.journalUnsent(j.Ref)
 	if cerr := w.ledger.ClearSubmitting(ctx, j.Ref, err.Error()); cerr != nil {
 		return cerr
 	}

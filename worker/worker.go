@@ -58,6 +58,10 @@ type Options struct {
 	SweepInterval     time.Duration // 1 min
 	ExpiryMargin      time.Duration // warn when an unarchived result expires within this (1 h)
 
+	// ArchiveOrigin also archives Kie's originImageUrl beside the result, in the same archive
+	// task (it lives 10 minutes). Failing to fetch it never fails the main image.
+	ArchiveOrigin bool
+
 	// CallbackURL, when set, is sent as callBackUrl with every submission.
 	CallbackURL string
 	// SpoolDir holds downloads while they are verified (os.TempDir()).
@@ -178,6 +182,7 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(jobs.TypeSubmit, w.handleSubmit)
 	mux.HandleFunc(jobs.TypePoll, w.handlePoll)
 	mux.HandleFunc(jobs.TypeArchive, w.handleArchive)
+	mux.HandleFunc(jobs.TypeSweep, w.handleSweep)
 	return mux
 }
 
@@ -187,7 +192,7 @@ func (w *Worker) Handler() asynq.Handler {
 func (w *Worker) Run(ctx context.Context) error {
 	base := asynq.Config{
 		IsFailure:                isFailure,
-		RetryDelayFunc:           retryDelay,
+		RetryDelayFunc:           taskRetryDelay,
 		DelayedTaskCheckInterval: time.Second,
 		ShutdownTimeout:          10 * time.Second,
 		HealthCheckInterval:      15 * time.Second,
@@ -198,31 +203,51 @@ func (w *Worker) Run(ctx context.Context) error {
 	submitCfg := base
 	submitCfg.Concurrency = w.o.SubmitWorkers
 	submitCfg.Queues = map[string]int{w.queues.Submit: 1}
-	mainCfg := base
-	mainCfg.Concurrency = w.o.PollWorkers + w.o.ArchiveWorkers
-	mainCfg.Queues = map[string]int{w.queues.Archive: 6, w.queues.Poll: 3}
-	mainCfg.StrictPriority = true
+	// Archives have slots of their own: a poll waiting on the poll budget holds its slot, so
+	// archives sharing slots with polls would wait behind them whatever their priority. The
+	// sweep runs there too, first: it is one short task per interval, and it is what warns when
+	// archives fall behind. Poll slots take archives first as well, so an archive backlog gets
+	// every slot the process has.
+	archiveCfg := base
+	archiveCfg.Concurrency = w.o.ArchiveWorkers
+	archiveCfg.Queues = map[string]int{w.queues.Sweep: 9, w.queues.Archive: 6}
+	archiveCfg.StrictPriority = true
+	pollCfg := base
+	pollCfg.Concurrency = w.o.PollWorkers
+	pollCfg.Queues = map[string]int{w.queues.Archive: 6, w.queues.Poll: 3}
+	pollCfg.StrictPriority = true
 
-	submitSrv := asynq.NewServerFromRedisClient(w.o.Redis, submitCfg)
-	mainSrv := asynq.NewServerFromRedisClient(w.o.Redis, mainCfg)
 	h := w.Handler()
-	if err := submitSrv.Start(h); err != nil {
-		return fmt.Errorf("starting submit workers: %w", err)
+	var servers []*asynq.Server
+	stop := func() {
+		var wg sync.WaitGroup
+		for _, s := range servers {
+			wg.Go(s.Shutdown)
+		}
+		wg.Wait()
 	}
-	if err := mainSrv.Start(h); err != nil {
-		submitSrv.Shutdown()
-		return fmt.Errorf("starting poll and archive workers: %w", err)
+	for _, c := range []struct {
+		what string
+		cfg  asynq.Config
+	}{{"submit", submitCfg}, {"archive", archiveCfg}, {"poll", pollCfg}} {
+		srv := asynq.NewServerFromRedisClient(w.o.Redis, c.cfg)
+		if err := srv.Start(h); err != nil {
+			stop()
+			return fmt.Errorf("starting %s workers: %w", c.what, err)
+		}
+		servers = append(servers, srv)
 	}
-	sweepDone := make(chan struct{})
-	go func() { defer close(sweepDone); w.sweepLoop(ctx) }()
+	sched, err := w.startSweeps(ctx)
+	if err != nil {
+		stop()
+		return err
+	}
 
 	<-ctx.Done()
 	var wg sync.WaitGroup
-	for _, s := range []*asynq.Server{submitSrv, mainSrv} {
-		wg.Go(s.Shutdown)
-	}
+	wg.Go(sched.Shutdown)
+	wg.Go(stop)
 	wg.Wait()
-	<-sweepDone
 	w.submits.Wait()
 	return nil
 }

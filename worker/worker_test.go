@@ -37,6 +37,10 @@ type setupOpts struct {
 	worker   worker.Options
 	told     ratelimit.Rate // the rate the worker is told (default: the simulator's)
 	logLevel slog.Level
+	// wrapStore, when set, wraps the local archive the worker is given (a failing store).
+	wrapStore func(archive.Store) archive.Store
+	// logs, when set, also receives every record the worker logs.
+	logs slog.Handler
 }
 
 func setup(t *testing.T, o setupOpts) *bundle {
@@ -61,6 +65,9 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	}
 	wo := o.worker
 	wo.Redis, wo.Kie, wo.Store, wo.Namespace = env.Client, kc, store, env.Prefix+"ns"
+	if o.wrapStore != nil {
+		wo.Store = o.wrapStore(store)
+	}
 	wo.SubmitLimiter = mk("generate", told)
 	wo.PollLimiter = mk("record-info", ratelimit.Rate{Events: o.sim.RecordInfoLimit, Per: o.sim.RecordInfoWindow})
 	wo.TransferLimiter = mk("transfer", ratelimit.Rate{Events: 200, Per: time.Second})
@@ -76,6 +83,9 @@ func setup(t *testing.T, o setupOpts) *bundle {
 		lvl = slog.LevelError
 	}
 	wo.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: lvl}))
+	if o.logs != nil {
+		wo.Logger = slog.New(teeHandler{wo.Logger.Handler(), o.logs})
+	}
 	w, err := worker.New(wo)
 	if err != nil {
 		t.Fatal(err)

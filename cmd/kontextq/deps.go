@@ -4,9 +4,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -14,6 +17,9 @@ import (
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/embedded"
+	"github.com/kontextq/kontextq/internal/journal"
+	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
 	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/worker"
@@ -33,7 +39,7 @@ func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 // openRedis connects to cfg's Redis; the one client everything shares.
 func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, error) {
 	if cfg.RedisURL == "" {
-		return nil, usageErr(fmt.Errorf("REDIS_URL (--redis-url) is not set: point it at a Redis server, e.g. redis://127.0.0.1:6379/0"))
+		return nil, usageErr(fmt.Errorf("REDIS_URL (--redis-url) is not set: point it at a Redis server, e.g. redis://127.0.0.1:6379/0 (only run and demo work without one)"))
 	}
 	opt, err := redis.ParseURL(cfg.RedisURL.Reveal())
 	if err != nil {
@@ -47,6 +53,116 @@ func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, e
 		return nil, fmt.Errorf("Redis at %s does not answer: %v", cfg.RedisURL, err)
 	}
 	return rdb, nil
+}
+
+// memRedis is a client of the in-process Redis; closing it stops the server, and its data is gone.
+type memRedis struct {
+	*redis.Client
+	srv *embedded.Server
+}
+
+func (m memRedis) Close() error { return errors.Join(m.Client.Close(), m.srv.Close()) }
+
+// openRedisOrMemory is openRedis for the commands that can work alone (run, demo): without
+// REDIS_URL they start an in-process Redis, and inMemory says so.
+func openRedisOrMemory(ctx context.Context, cfg config.Config) (rdb redis.UniversalClient, inMemory bool, err error) {
+	if cfg.RedisURL != "" {
+		rdb, err := openRedis(ctx, cfg)
+		return rdb, false, err
+	}
+	srv, err := embedded.Start()
+	if err != nil {
+		return nil, false, err
+	}
+	return memRedis{Client: srv.Client(), srv: srv}, true, nil
+}
+
+// openRunRedis opens run's Redis. Without REDIS_URL that is the in-process Redis, and the journal
+// (see journalPath) stands in for the persistence it lacks; run says so on stderr.
+//
+// With a real Redis there is no journal: its ledger is durable (append-only file), and the other
+// worker processes sharing it keep no journal, so one would be partial and could only disagree
+// with the ledger.
+func openRunRedis(ctx context.Context, cfg config.Config, stderr io.Writer) (redis.UniversalClient, *journal.Journal, error) {
+	rdb, inMemory, err := openRedisOrMemory(ctx, cfg)
+	if err != nil || !inMemory {
+		return rdb, nil, err
+	}
+	path, err := journalPath(cfg.Archive, os.Getenv)
+	if err == nil {
+		var j *journal.Journal
+		j, err = journal.Open(path)
+		if err == nil {
+			fmt.Fprintf(stderr, "no REDIS_URL: using an in-memory Redis; its state dies with this process (a journal in %s keeps what was paid)\n", filepath.Dir(path))
+			return rdb, j, nil
+		}
+	}
+	_ = rdb.Close()
+	if errors.Is(err, journal.ErrLocked) {
+		return nil, nil, usageErr(fmt.Errorf("another kontextq run is working on archive %s with an in-memory Redis (%w); "+
+			"wait for it to finish, or give both the same REDIS_URL", cfg.Archive, err))
+	}
+	return nil, nil, err
+}
+
+// journalPath is where run keeps its journal without REDIS_URL: inside a local archive, as
+// <archive>/.kontextq/journal.jsonl, beside the images whose payment it records (the archive's
+// listings skip hidden names); for an S3 archive, in the user's state directory
+// ($XDG_STATE_HOME, else ~/.local/state) as kontextq/journal-<hash of the location>.jsonl.
+func journalPath(archiveLoc string, getenv func(string) string) (string, error) {
+	dir := archiveLoc
+	if strings.HasPrefix(archiveLoc, "file://") {
+		dir = strings.TrimPrefix(strings.TrimPrefix(archiveLoc, "file://"), "localhost")
+	} else if strings.Contains(archiveLoc, "://") {
+		state := getenv("XDG_STATE_HOME")
+		if state == "" {
+			home := getenv("HOME")
+			if home == "" {
+				return "", fmt.Errorf("no directory for the journal of archive %s: set XDG_STATE_HOME or HOME, or use REDIS_URL", archiveLoc)
+			}
+			state = filepath.Join(home, ".local", "state")
+		}
+		sum := sha256.Sum256([]byte(archiveLoc))
+		return filepath.Join(state, "kontextq", "journal-"+hex.EncodeToString(sum[:6])+".jsonl"), nil
+	}
+	return filepath.Join(dir, ".kontextq", "journal.jsonl"), nil
+}
+
+// withJournal gives the worker j (none when j is nil).
+func withJournal(j *journal.Journal) func(*worker.Options) {
+	return func(o *worker.Options) {
+		if j != nil {
+			o.Journal = j
+		}
+	}
+}
+
+// restoreFromJournal rebuilds, after the file is loaded into a new in-memory ledger, what the
+// ledger lost with the previous process: jobs Kie holds tasks for are polled instead of paid
+// again, and jobs whose call may have reached Kie unanswered are failed as interrupted. It does
+// nothing without a journal.
+func restoreFromJournal(ctx context.Context, j *journal.Journal, w *worker.Worker, batch string, out io.Writer) error {
+	if j == nil {
+		return nil
+	}
+	n := map[jobs.State]int{}
+	for _, rec := range j.Records() {
+		if rec.Ref.Batch != batch {
+			continue
+		}
+		st, err := w.Restore(ctx, rec.Ref, worker.Paid{
+			TaskID: rec.TaskID, Submissions: rec.Submissions, SubmittedAt: rec.SubmittedAt, InFlight: rec.InFlight,
+		})
+		if err != nil {
+			return fmt.Errorf("restoring %s from journal %s: %w", rec.Ref, j.Path(), err)
+		}
+		n[st]++
+	}
+	if total := n[jobs.Submitted] + n[jobs.Archived] + n[jobs.Failed]; total > 0 {
+		fmt.Fprintf(out, "journal: %d jobs were submitted before: %d already archived, %d resumed at Kie, %d interrupted (not sent again)\n",
+			total, n[jobs.Archived], n[jobs.Submitted], n[jobs.Failed])
+	}
+	return nil
 }
 
 func newKie(cfg config.Config) (*kie.Client, error) {
@@ -80,7 +196,7 @@ func newLimiters(rdb redis.UniversalClient, cfg config.Config) limiters {
 }
 
 // newWorker builds a worker from the settings.
-func newWorker(ctx context.Context, cfg config.Config, rdb redis.UniversalClient, log *slog.Logger, store archive.Store) (*worker.Worker, limiters, error) {
+func newWorker(ctx context.Context, cfg config.Config, rdb redis.UniversalClient, log *slog.Logger, store archive.Store, opts ...func(*worker.Options)) (*worker.Worker, limiters, error) {
 	kc, err := newKie(cfg)
 	if err != nil {
 		return nil, limiters{}, err
@@ -90,15 +206,19 @@ func newWorker(ctx context.Context, cfg config.Config, rdb redis.UniversalClient
 	if cfg.PublicURL != "" {
 		cb = strings.TrimSuffix(cfg.PublicURL, "/") + "/kie/callback"
 	}
-	w, err := worker.New(worker.Options{
+	o := worker.Options{
 		Redis: rdb, Kie: kc, Store: store, Namespace: cfg.Namespace,
 		SubmitLimiter: lim.submit, PollLimiter: lim.poll, TransferLimiter: lim.transfer,
 		SubmitWorkers: cfg.SubmitWorkers, PollWorkers: cfg.PollWorkers, ArchiveWorkers: cfg.ArchiveWorkers,
 		GenerationRetries: generationRetries(cfg.GenerationRetries),
 		FirstPoll:         cfg.FirstPoll, PollInterval: cfg.PollInterval, PollTimeout: cfg.PollTimeout,
-		Retention: cfg.Retention, ExpiryMargin: cfg.ExpiryMargin,
+		Retention: cfg.Retention, ExpiryMargin: cfg.ExpiryMargin, ResultTTL: cfg.ResultTTL, ArchiveOrigin: cfg.ArchiveOrigin,
 		CallbackURL: cb, Logger: log,
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	w, err := worker.New(o)
 	return w, lim, err
 }
 

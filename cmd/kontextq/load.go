@@ -14,6 +14,16 @@ import (
 	"github.com/kontextq/kontextq/jobs"
 )
 
+// The loader reads a job file twice, streaming both times so that its memory does not grow with
+// the file: the first pass validates every line (nothing is enqueued from a file with mistakes
+// unless the user asks for it), the second enqueues. Enqueuing goes in chunks: one pipelined
+// round trip records a chunk's jobs in the ledger, then each new job gets its asynq submit task.
+// Job ids are derived from the file's content, so loading the same file again adds nothing and a
+// file that grew adds only its new lines.
+
+// loadChunk is how many jobs one ledger round trip records.
+const loadChunk = 64
+
 // loadOptions say how a file is read and enqueued.
 type loadOptions struct {
 	Path        string
@@ -31,28 +41,25 @@ type loadReport struct {
 	RejectsPath           string
 }
 
-// badInputError lists every bad line of a file.
+// badInputError says that a file has bad lines; the lines themselves were printed as they were
+// found, so that a file of a million bad lines does not have to be held in memory.
 type badInputError struct {
-	path  string
-	lines []error
+	path string
+	n    int
 }
 
 func (e *badInputError) Error() string {
-	msg := fmt.Sprintf("%s: %d bad line(s); nothing was enqueued (--skip-invalid enqueues the good lines and writes the bad ones to a rejects file):", e.path, len(e.lines))
-	for _, l := range e.lines {
-		msg += "\n  " + l.Error()
-	}
-	return msg
+	return fmt.Sprintf("%s: %d bad line(s), listed above; nothing was enqueued "+
+		"(--skip-invalid enqueues the good lines and writes the bad ones to a rejects file)", e.path, e.n)
 }
 
 func openReader(o loadOptions) (*jobs.Reader, io.Closer, error) {
-	f, err := os.Open(o.Path)
+	format, err := jobs.FormatFor(o.Path, o.Format)
 	if err != nil {
 		return nil, nil, err
 	}
-	format, err := jobs.FormatFor(o.Path, o.Format)
+	f, err := os.Open(o.Path)
 	if err != nil {
-		f.Close()
 		return nil, nil, err
 	}
 	abs, _ := filepath.Abs(o.Path)
@@ -64,59 +71,83 @@ func openReader(o loadOptions) (*jobs.Reader, io.Closer, error) {
 	return r, f, nil
 }
 
-// validateFile reads the whole file once and collects every bad line, so that nothing is enqueued
-// from a file with mistakes unless the user asks for it.
-func validateFile(o loadOptions) (loadReport, []*jobs.LineError, error) {
+// scanFile reads the whole file once, calling item for every good line and bad for every bad
+// one. Errors from the callbacks stop it.
+func scanFile(o loadOptions, item func(jobs.Item) error, bad func(*jobs.LineError) error) (loadReport, error) {
 	var rep loadReport
 	r, c, err := openReader(o)
 	if err != nil {
-		return rep, nil, err
+		return rep, err
 	}
 	defer c.Close()
-	var bad []*jobs.LineError
 	for {
-		_, err := r.Next()
+		it, err := r.Next()
 		if errors.Is(err, io.EOF) {
 			break
 		}
 		var le *jobs.LineError
 		if errors.As(err, &le) {
-			bad = append(bad, le)
+			rep.Invalid++
+			if err := bad(le); err != nil {
+				return rep, err
+			}
 			continue
 		}
 		if err != nil {
-			return rep, bad, err
+			return rep, err
 		}
 		rep.Valid++
+		if item != nil {
+			if err := item(it); err != nil {
+				return rep, err
+			}
+		}
 	}
 	rep.Lines = r.Lines()
-	rep.Invalid = len(bad)
-	return rep, bad, nil
+	return rep, nil
 }
 
-// loadFile validates then enqueues a file. Bad lines stop it (nothing enqueued) unless
-// SkipInvalid, which writes them to <file>.rejects.jsonl instead.
-func loadFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, progress func(done int)) (loadReport, error) {
-	rep, bad, err := validateFile(o)
+// validateFile is the first pass: it counts the good lines and deals with the bad ones. Without
+// SkipInvalid each bad line is printed to errOut and the result is a usage error; with it, the
+// bad lines go to <file>.rejects.jsonl.
+func validateFile(o loadOptions, errOut io.Writer) (loadReport, error) {
+	var rejects *rejectsFile
+	bad := func(le *jobs.LineError) error {
+		if !o.SkipInvalid {
+			fmt.Fprintln(errOut, le.Error())
+			return nil
+		}
+		if rejects == nil {
+			var err error
+			if rejects, err = createRejects(o.Path + ".rejects.jsonl"); err != nil {
+				return err
+			}
+		}
+		return rejects.add(le)
+	}
+	rep, err := scanFile(o, nil, bad)
+	if rejects != nil {
+		rep.RejectsPath = rejects.path
+		if cerr := rejects.close(); err == nil {
+			err = cerr
+		}
+	}
 	if err != nil {
 		return rep, usageErr(err)
 	}
-	if len(bad) > 0 {
-		if !o.SkipInvalid {
-			errs := make([]error, len(bad))
-			for i, b := range bad {
-				errs[i] = b
-			}
-			return rep, usageErr(&badInputError{path: o.Path, lines: errs})
-		}
-		rep.RejectsPath = o.Path + ".rejects.jsonl"
-		if err := writeRejects(rep.RejectsPath, bad); err != nil {
-			return rep, err
-		}
+	if rep.Invalid > 0 && !o.SkipInvalid {
+		return rep, usageErr(&badInputError{path: o.Path, n: rep.Invalid})
 	}
 	if rep.Valid == 0 {
 		return rep, usageErr(fmt.Errorf("%s: no valid jobs", o.Path))
 	}
+	return rep, nil
+}
+
+// enqueueFile is the second pass: it enqueues the good lines of a file validateFile reported on.
+// progress, when set, is called with the number of jobs enqueued (or found already there) so far,
+// from several goroutines.
+func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loadReport, progress func(done int)) (loadReport, error) {
 	r, c, err := openReader(o)
 	if err != nil {
 		return rep, err
@@ -124,31 +155,39 @@ func loadFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, progress f
 	defer c.Close()
 
 	n := max(o.Concurrency, 1)
-	items := make(chan jobs.Spec, n*4)
+	chunks := make(chan []*jobs.Spec, n)
 	var added, existing, done atomic.Int64
 	var firstErr error
 	var once sync.Once
 	cctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	fail := func(err error) { once.Do(func() { firstErr = err; cancel() }) }
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			for s := range items {
-				out, err := enq.EnqueueValid(cctx, &s)
+			for chunk := range chunks {
+				a, e, err := enqueueChunk(cctx, enq, chunk)
+				added.Add(int64(a))
+				existing.Add(int64(e))
 				if err != nil {
-					once.Do(func() { firstErr = err; cancel() })
+					fail(err)
 					continue
 				}
-				if out.Added {
-					added.Add(1)
-				} else {
-					existing.Add(1)
-				}
-				if d := done.Add(1); progress != nil {
+				if d := done.Add(int64(len(chunk))); progress != nil {
 					progress(int(d))
 				}
 			}
 		})
+	}
+	chunk := make([]*jobs.Spec, 0, loadChunk)
+	send := func() bool {
+		select {
+		case chunks <- chunk:
+			chunk = make([]*jobs.Spec, 0, loadChunk)
+			return true
+		case <-cctx.Done():
+			return false
+		}
 	}
 	for cctx.Err() == nil {
 		it, err := r.Next()
@@ -158,12 +197,15 @@ func loadFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, progress f
 		if err != nil {
 			continue // reported by the validation pass
 		}
-		select {
-		case items <- it.Spec:
-		case <-cctx.Done():
+		chunk = append(chunk, &it.Spec)
+		if len(chunk) == loadChunk && !send() {
+			break
 		}
 	}
-	close(items)
+	if len(chunk) > 0 && cctx.Err() == nil {
+		send()
+	}
+	close(chunks)
 	wg.Wait()
 	rep.Added, rep.Existing = int(added.Load()), int(existing.Load())
 	if firstErr != nil {
@@ -172,14 +214,56 @@ func loadFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, progress f
 	return rep, ctx.Err()
 }
 
-func writeRejects(path string, bad []*jobs.LineError) error {
+// enqueueChunk records a chunk of jobs in the ledger in one round trip, then queues the submit
+// task of each job that is queued: the new ones, and known ones whose task a crash may have lost
+// (the task id makes that a no-op when the task exists).
+func enqueueChunk(ctx context.Context, enq *jobs.Enqueuer, chunk []*jobs.Spec) (added, existing int, err error) {
+	res, err := enq.Ledger().CreateMany(ctx, chunk)
+	if err != nil {
+		return 0, 0, err
+	}
+	for i, cr := range res {
+		if cr.Existing == "" {
+			added++
+		} else {
+			existing++
+		}
+		if cr.Existing != "" && cr.Existing != jobs.Queued {
+			continue
+		}
+		if err := enq.QueueSubmit(ctx, jobs.Ref{Batch: chunk[i].Batch, ID: chunk[i].ID}, cr.Submissions); err != nil {
+			return added, existing, err
+		}
+	}
+	return added, existing, nil
+}
+
+// rejectsFile collects the bad lines of a file loaded with --skip-invalid, one JSON object per
+// line: the line number, the error and the start of the line.
+type rejectsFile struct {
+	path string
+	f    *os.File
+	enc  *json.Encoder
+}
+
+func createRejects(path string) (*rejectsFile, error) {
 	f, err := os.Create(path)
 	if err != nil {
+		return nil, fmt.Errorf("writing rejects: %w", err)
+	}
+	return &rejectsFile{path: path, f: f, enc: json.NewEncoder(f)}, nil
+}
+
+func (r *rejectsFile) add(le *jobs.LineError) error {
+	if err := r.enc.Encode(map[string]any{"line": le.Line, "field": le.Field, "error": le.Error(), "raw": le.Raw}); err != nil {
 		return fmt.Errorf("writing rejects: %w", err)
 	}
-	enc := json.NewEncoder(f)
-	for _, b := range bad {
-		_ = enc.Encode(map[string]any{"line": b.Line, "error": b.Error(), "raw": b.Raw})
+	return nil
+}
+
+func (r *rejectsFile) close() error {
+	if err := r.f.Close(); err != nil {
+		return fmt.Errorf("writing rejects: %w", err)
 	}
-	return f.Close()
+	return nil
 }

@@ -73,7 +73,9 @@ Settings come from flags, then environment variables, then an optional YAML file
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr(fmt.Errorf("%w (see %s --help)", err, c.CommandPath()))
 	})
-	root.AddCommand(newRunCmd(), newWorkerCmd(), newSimCmd(), newConfigCmd())
+	root.AddCommand(newRunCmd(), newWorkerCmd(), newSimCmd(), newConfigCmd(), newBenchCmd())
+	root.AddCommand(newLoadCmd(), newStatusCmd(), newExportCmd(), newRetryCmd(), newCancelCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd())
 	return root
 }
 

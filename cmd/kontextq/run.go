@@ -5,42 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/jobs"
 )
-
-// batchFlags are the job-file flags of run and load.
-type batchFlags struct {
-	batch, format           string
-	skipInvalid             bool
-	model, ratio, outFormat string
-}
-
-func (b *batchFlags) register(cmd *cobra.Command) {
-	f := cmd.Flags()
-	f.StringVar(&b.batch, "batch", "", "batch name (default: the file's name without extension); archive goes to <archive>/<batch>/")
-	f.StringVar(&b.format, "format", "", "file format: jsonl, csv or text (default: by extension)")
-	f.BoolVar(&b.skipInvalid, "skip-invalid", false, "enqueue the valid lines of a file with bad lines; the bad ones go to FILE.rejects.jsonl")
-	f.StringVar(&b.model, "model", "", "model for lines that name none: flux-kontext-pro or flux-kontext-max")
-	f.StringVar(&b.ratio, "aspect-ratio", "", "aspectRatio for lines that give none: 21:9 16:9 4:3 1:1 3:4 9:16")
-	f.StringVar(&b.outFormat, "output-format", "", "outputFormat for lines that give none: jpeg or png")
-}
-
-func (b *batchFlags) options(path string) loadOptions {
-	batch := b.batch
-	if batch == "" {
-		batch = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
-	}
-	return loadOptions{Path: path, Format: b.format, Batch: batch, SkipInvalid: b.skipInvalid, Concurrency: 16,
-		Defaults: jobs.Spec{Model: b.model, AspectRatio: b.ratio, OutputFormat: b.outFormat}}
-}
 
 func newRunCmd() *cobra.Command {
 	var bf batchFlags
@@ -65,17 +36,20 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 			if err := validBatch(o.Batch); err != nil {
 				return usageErr(err)
 			}
-			rdb, err := openRedis(ctx, cfg)
+			rdb, jr, err := openRunRedis(ctx, cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			defer rdb.Close()
+			if jr != nil {
+				defer jr.Close()
+			}
 			store, err := openStore(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			w, _, err := newWorker(ctx, cfg, rdb, log, store)
+			w, _, err := newWorker(ctx, cfg, rdb, log, store, withJournal(jr))
 			if err != nil {
 				return err
 			}
@@ -84,15 +58,15 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 			defer enq.Close()
 
 			out := cmd.OutOrStdout()
-			rep, err := loadFile(ctx, enq, o, nil)
+			rep, err := loadWithProgress(ctx, enq, o, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(out, "batch %s: %d jobs in %s (%d new, %d known)", o.Batch, rep.Valid, o.Path, rep.Added, rep.Existing)
-			if rep.Invalid > 0 {
-				fmt.Fprintf(out, "; %d bad lines skipped, see %s", rep.Invalid, rep.RejectsPath)
+			printLoaded(out, o, rep)
+			fmt.Fprintf(out, "archive: %s\n", store.Location(o.Batch))
+			if err := restoreFromJournal(ctx, jr, w, o.Batch, out); err != nil {
+				return err
 			}
-			fmt.Fprintf(out, "; archive %s\n", store.Location(o.Batch))
 
 			wctx, stop := context.WithCancel(ctx)
 			done := make(chan error, 1)
@@ -120,21 +94,18 @@ func validBatch(b string) error {
 	return nil
 }
 
-// waitBatch prints progress until the batch is finished or ctx ends.
+// waitBatch shows the batch's progress until it is finished or ctx ends.
 func waitBatch(ctx context.Context, l *jobs.Ledger, batch string, out io.Writer, every time.Duration) error {
 	t := time.NewTicker(every)
 	defer t.Stop()
-	start := time.Now()
-	var last jobs.Counts
+	view := newBatchView(out)
+	defer view.Close()
 	for {
 		c, err := l.Counts(ctx, batch)
 		if err != nil {
 			return err
 		}
-		if c != last {
-			fmt.Fprintf(out, "%s  %s\n", time.Since(start).Round(time.Second), progressLine(c))
-			last = c
-		}
+		view.Show(c, "")
 		if c.Done() {
 			return nil
 		}
@@ -171,5 +142,3 @@ func summarize(ctx context.Context, l *jobs.Ledger, batch string, out io.Writer)
 	}
 	return &exitError{code: exitFailed}
 }
-
-var _ = os.Stdout

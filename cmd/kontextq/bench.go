@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kontextq/kontextq/internal/bench"
+)
+
+func newBenchCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "bench",
+		Short: "Measure kontextq against the Kie simulator",
+		Args:  cobra.NoArgs,
+	}
+	cmd.AddCommand(newBenchRateLimitCmd())
+	return cmd
+}
+
+func newBenchRateLimitCmd() *cobra.Command {
+	var (
+		o     bench.Options
+		cases string
+		out   string
+	)
+	cmd := &cobra.Command{
+		Use:   "ratelimit",
+		Short: "Measure how much of a strict rate limit the real pipeline uses, against a naive client",
+		Long: `ratelimit runs the real pipeline (enqueuer, worker processes, shared limiter) on Redis against an
+in-process Kie simulator whose strict limit is compressed in time (--limit per --window, by default
+20 per 2 s instead of Kie's 20 per 10 s), then a naive client (fixed concurrency, sleep 10 s on a
+429, poll every 3 s; both compressed likewise) against the same limit, and prints for each case
+the utilisation of the true limit, 429s per 100 accepted submissions, and the time against the
+ideal. Cases: one (1 process told the true limit), four (4 processes), overtold (1 process told
+3× the limit), storm (a storm of 429s in the middle of the batch). Each case uses a fresh
+namespace and deletes its keys afterwards. It exits 1 when kontextq misses a case's target.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			cs, err := bench.SelectCases(cases)
+			if err != nil {
+				return usageErr(fmt.Errorf("--cases: %w", err))
+			}
+			if o.Limit <= 0 || o.Window <= 0 || o.Jobs <= 0 || o.Storm <= 0 {
+				return usageErr(errors.New("--limit, --window, --jobs and --storm must be positive"))
+			}
+			ctx := cmd.Context()
+			rdb, err := openRedis(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			o.Redis = rdb
+			// Enough submit workers that the limiter, not the worker count, is the bottleneck,
+			// unless --submit-workers says otherwise.
+			o.SubmitWorkers = 8
+			if cmd.Flags().Changed("submit-workers") {
+				o.SubmitWorkers = cfg.SubmitWorkers
+			}
+			o.Logger = newLogger(cfg, cmd.ErrOrStderr())
+
+			results, runErr := bench.Run(ctx, o, cs)
+			var md strings.Builder
+			if err := bench.Markdown(&md, o, results); err != nil {
+				return err
+			}
+			if len(results) > 0 {
+				fmt.Fprint(cmd.OutOrStdout(), md.String())
+			}
+			if out != "" && len(results) > 0 {
+				if err := os.WriteFile(out, []byte(md.String()), 0o644); err != nil {
+					return fmt.Errorf("--out: %w", err)
+				}
+			}
+			if runErr != nil {
+				return runErr
+			}
+			var missed []string
+			for _, r := range results {
+				for _, m := range r.Misses() {
+					missed = append(missed, r.Case.Name+": "+m)
+				}
+			}
+			if len(missed) > 0 {
+				return &exitError{code: exitFailed, err: fmt.Errorf("targets missed:\n  %s", strings.Join(missed, "\n  "))}
+			}
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.DurationVar(&o.Window, "window", 2*time.Second, "the simulated account's strict window (Kie's is 10s; every other duration is compressed by the same factor)")
+	f.IntVar(&o.Limit, "limit", 20, "generate calls the simulated account accepts per --window")
+	f.IntVar(&o.Jobs, "jobs", 300, "jobs per case")
+	f.StringVar(&cases, "cases", "all", "comma-separated cases to run: one, four, overtold, storm, or all")
+	f.StringVar(&out, "out", "", "also write the results as a markdown table to this file")
+	f.DurationVar(&o.Storm, "storm", time.Minute, "length of the storm of 429s in the storm case")
+	f.IntVar(&o.NaiveConcurrency, "naive-concurrency", 8, "goroutines of the naive client per process")
+	f.BoolVar(&o.SkipNaive, "skip-naive", false, "leave the naive baseline out")
+	f.Int64Var(&o.Seed, "seed", 1, "seed of the simulator's random choices")
+	return cmd
+}

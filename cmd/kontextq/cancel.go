@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kontextq/kontextq/jobs"
+)
+
+func newCancelCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "cancel BATCH",
+		Short: "Cancel a batch's queued jobs (jobs already at Kie finish and are archived)",
+		Long: `cancel fails every queued job of BATCH with the reason "cancelled" and removes its waiting submit
+task, so nothing more of the batch is submitted or paid for.
+
+Jobs already submitted cannot be cancelled: Kie has no call for it, and they are billed already.
+They finish and are archived as usual. A job whose generate call is under way at this moment counts
+as submitted.
+
+cancel prints what it did and is idempotent. "kontextq retry BATCH --failed" queues the cancelled
+jobs again.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			rdb, err := openRedis(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			l := jobs.NewLedger(rdb, jobs.LedgerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
+			batch := args[0]
+			if c, err := l.Counts(ctx, batch); err != nil {
+				return err
+			} else if c.Total == 0 {
+				return usageErr(fmt.Errorf("batch %q: not in the ledger of namespace %s (kontextq status lists the batches)", batch, cfg.Namespace))
+			}
+			tasks := newSubmitTasks(rdb, cfg.Namespace)
+			defer tasks.Close()
+			return cancelBatch(ctx, l, tasks, batch, cmd.OutOrStdout())
+		},
+	}
+}
+
+// cancelBatch cancels the queued jobs, removing their submit tasks a few at a time alongside.
+func cancelBatch(ctx context.Context, l *jobs.Ledger, tasks *submitTasks, batch string, out io.Writer) error {
+	type cancelled struct {
+		r jobs.Ref
+		n int
+	}
+	work := make(chan cancelled, 256)
+	var removed atomic.Int64
+	var firstErr error
+	var once sync.Once
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for c := range work {
+				ok, err := tasks.remove(c.r, c.n)
+				if err != nil {
+					// The task stays; the worker that runs it finds the job cancelled and drops it.
+					once.Do(func() { firstErr = err })
+					continue
+				}
+				if ok {
+					removed.Add(1)
+				}
+			}
+		})
+	}
+	rep, err := l.CancelQueued(ctx, batch, "the batch was cancelled", func(r jobs.Ref, n int) error {
+		select {
+		case work <- cancelled{r, n}:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	})
+	close(work)
+	wg.Wait()
+
+	fmt.Fprintf(out, "batch %s: %d queued jobs cancelled (%d waiting submit tasks removed)\n", batch, rep.Cancelled, removed.Load())
+	if rep.InFlight > 0 {
+		fmt.Fprintf(out, "%d jobs already at Kie cannot be cancelled (Kie has no cancel call; they are billed): they finish and are archived\n", rep.InFlight)
+	}
+	if rep.Finished > 0 {
+		fmt.Fprintf(out, "%d jobs had ended before (archived or failed)\n", rep.Finished)
+	}
+	if err != nil {
+		return fmt.Errorf("cancel %s: %w (running cancel again finishes it)", batch, err)
+	}
+	if firstErr != nil {
+		fmt.Fprintf(out, "some submit tasks could not be removed (%v); workers drop them when they find their job cancelled\n", firstErr)
+	}
+	return nil
+}

@@ -1,0 +1,338 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/jobs"
+)
+
+// batchFlags are the job-file flags of run and load: the file's format and batch, and defaults
+// for the fields a line leaves out.
+type batchFlags struct {
+	batch, format           string
+	skipInvalid             bool
+	model, ratio, outFormat string
+	inputImage, watermark   string
+	safety                  int
+	upsampling, translation bool
+	uploadCn                bool
+	cmd                     *cobra.Command
+}
+
+func (b *batchFlags) register(cmd *cobra.Command) {
+	b.cmd = cmd
+	f := cmd.Flags()
+	f.StringVar(&b.batch, "batch", "", "batch name (default: the file's name without extension); archive goes to <archive>/<batch>/")
+	f.StringVar(&b.format, "format", "", "file format: jsonl, csv or text (default: by extension)")
+	f.BoolVar(&b.skipInvalid, "skip-invalid", false, "enqueue the valid lines of a file with bad lines; the bad ones go to FILE.rejects.jsonl")
+	f.StringVar(&b.model, "model", "", "model for lines that name none: flux-kontext-pro or flux-kontext-max")
+	f.StringVar(&b.ratio, "aspect-ratio", "", "aspectRatio for lines that give none: 21:9 16:9 4:3 1:1 3:4 9:16")
+	f.StringVar(&b.outFormat, "output-format", "", "outputFormat for lines that give none: jpeg or png")
+	f.StringVar(&b.inputImage, "input-image", "", "inputImage (URL or local file) for lines that give none: makes them edits")
+	f.StringVar(&b.watermark, "watermark", "", "watermark for lines that give none")
+	f.IntVar(&b.safety, "safety-tolerance", 2, "safetyTolerance for lines that give none: 0-6, 0-2 for edits")
+	f.BoolVar(&b.upsampling, "prompt-upsampling", false, "promptUpsampling for lines that give none")
+	f.BoolVar(&b.translation, "enable-translation", true, "enableTranslation for lines that give none")
+	f.BoolVar(&b.uploadCn, "upload-cn", false, "uploadCn for lines that give none")
+}
+
+func (b *batchFlags) options(path string) loadOptions {
+	batch := b.batch
+	if batch == "" {
+		batch = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
+	}
+	d := jobs.Spec{Model: b.model, AspectRatio: b.ratio, OutputFormat: b.outFormat, InputImage: b.inputImage, Watermark: b.watermark}
+	// Only flags given on the command line are defaults: an unset field leaves Kie's own default,
+	// and the same request keeps the same id whether or not a flag repeats Kie's default.
+	if b.cmd != nil {
+		f := b.cmd.Flags()
+		if f.Changed("safety-tolerance") {
+			d.SafetyTolerance = &b.safety
+		}
+		if f.Changed("prompt-upsampling") {
+			d.PromptUpsampling = &b.upsampling
+		}
+		if f.Changed("enable-translation") {
+			d.EnableTranslation = &b.translation
+		}
+		if f.Changed("upload-cn") {
+			d.UploadCn = &b.uploadCn
+		}
+	}
+	return loadOptions{Path: path, Format: b.format, Batch: batch, SkipInvalid: b.skipInvalid, Concurrency: 16, Defaults: d}
+}
+
+func newLoadCmd() *cobra.Command {
+	var (
+		bf     batchFlags
+		dryRun bool
+	)
+	cmd := &cobra.Command{
+		Use:   "load FILE",
+		Short: "Check a job file and enqueue its jobs for the workers (or, with --dry-run, say what it would cost)",
+		Long: `load reads FILE (JSONL, CSV or plain text, by extension or --format) and enqueues one job per line
+for the workers ("kontextq worker") to submit, poll and archive.
+
+Every line is checked first: if any is bad, each is listed as FILE:LINE: field: reason and nothing
+is enqueued (exit 2), unless --skip-invalid, which enqueues the good lines and writes the bad ones to
+FILE.rejects.jsonl. Loading is idempotent: the same file loaded again enqueues nothing, a file that
+grew enqueues only its new lines, and two identical lines still mean two images.
+
+--dry-run enqueues nothing: it counts the jobs per model and mode (generation or edit), how many are
+new, what they would cost at the prices given with --price (Kie does not publish prices, so none are
+assumed), and how long they take at the configured --rate.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			o := bf.options(args[0])
+			if err := validBatch(o.Batch); err != nil {
+				return usageErr(err)
+			}
+			ctx := cmd.Context()
+			if dryRun {
+				return dryRunLoad(ctx, cfg, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
+			rdb, err := openRedis(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer rdb.Close()
+			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
+			defer enq.Close()
+			rep, err := loadWithProgress(ctx, enq, o, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			printLoaded(cmd.OutOrStdout(), o, rep)
+			return nil
+		},
+	}
+	bf.register(cmd)
+	cmd.Flags().BoolVar(&dryRun, "dry-run", false, "enqueue nothing; print counts per model and mode, cost and duration")
+	return cmd
+}
+
+// loadWithProgress validates then enqueues a file, showing the progress of the enqueuing on
+// errOut.
+func loadWithProgress(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, errOut io.Writer) (loadReport, error) {
+	rep, err := validateFile(o, errOut)
+	if err != nil {
+		return rep, err
+	}
+	ctr := newCounter(errOut, "enqueued", int64(rep.Valid), 5*time.Second)
+	rep, err = enqueueFile(ctx, enq, o, rep, func(done int) { ctr.Set(int64(done)) })
+	ctr.Finish()
+	return rep, err
+}
+
+func printLoaded(out io.Writer, o loadOptions, rep loadReport) {
+	fmt.Fprintf(out, "batch %s: %d jobs in %s (%d new, %d already loaded)", o.Batch, rep.Valid, o.Path, rep.Added, rep.Existing)
+	if rep.Invalid > 0 {
+		fmt.Fprintf(out, "; %d bad lines skipped, see %s", rep.Invalid, rep.RejectsPath)
+	}
+	fmt.Fprintln(out)
+}
+
+// planKey groups a dry run's jobs.
+type planKey struct {
+	model string
+	edit  bool
+}
+
+// dryRunLoad reads the file once and reports what loading it would do.
+func dryRunLoad(ctx context.Context, cfg config.Config, o loadOptions, out, errOut io.Writer) error {
+	var known func([]jobs.Ref) ([]bool, error)
+	if cfg.RedisURL != "" {
+		rdb, err := openRedis(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		defer rdb.Close()
+		l := jobs.NewLedger(rdb, jobs.LedgerOptions{Namespace: cfg.Namespace})
+		known = func(refs []jobs.Ref) ([]bool, error) { return l.Known(ctx, refs) }
+	}
+	plan := map[planKey]int{}
+	var pending []jobs.Ref
+	var pendingKeys []planKey
+	existing := 0
+	flush := func() error {
+		if len(pending) == 0 {
+			return nil
+		}
+		var have []bool
+		if known != nil {
+			var err error
+			if have, err = known(pending); err != nil {
+				return err
+			}
+		}
+		for i, k := range pendingKeys {
+			if have != nil && have[i] {
+				existing++
+				continue
+			}
+			plan[k]++
+		}
+		pending, pendingKeys = pending[:0], pendingKeys[:0]
+		return nil
+	}
+	item := func(it jobs.Item) error {
+		model := it.Spec.Model
+		if model == "" {
+			model = "flux-kontext-pro" // Kie's default
+		}
+		pending = append(pending, jobs.Ref{Batch: it.Spec.Batch, ID: it.Spec.ID})
+		pendingKeys = append(pendingKeys, planKey{model: model, edit: it.Spec.IsEdit()})
+		if len(pending) == 1000 {
+			return flush()
+		}
+		return nil
+	}
+	bad := func(le *jobs.LineError) error {
+		fmt.Fprintln(errOut, le.Error())
+		return nil
+	}
+	rep, err := scanFile(o, item, bad)
+	if err == nil {
+		err = flush()
+	}
+	if err != nil {
+		return usageErr(err)
+	}
+	if rep.Invalid > 0 && !o.SkipInvalid {
+		return usageErr(&badInputError{path: o.Path, n: rep.Invalid})
+	}
+	printPlan(out, cfg, o, rep, plan, existing, known != nil)
+	return nil
+}
+
+func printPlan(out io.Writer, cfg config.Config, o loadOptions, rep loadReport, plan map[planKey]int, existing int, checked bool) {
+	fresh := rep.Valid - existing
+	fmt.Fprintf(out, "dry run: %s holds %d valid jobs for batch %s", o.Path, rep.Valid, o.Batch)
+	switch {
+	case checked:
+		fmt.Fprintf(out, ": %d new, %d already loaded\n", fresh, existing)
+	default:
+		fmt.Fprintf(out, " (not checked against the ledger: REDIS_URL is not set, so all count as new)\n")
+	}
+	if rep.Invalid > 0 {
+		fmt.Fprintf(out, "%d bad lines would be skipped (listed on stderr)\n", rep.Invalid)
+	}
+	models := map[string]bool{}
+	for k := range plan {
+		models[k.model] = true
+	}
+	names := make([]string, 0, len(models))
+	for m := range models {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	priced := len(cfg.Prices) > 0
+	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "new jobs\tgenerate\tedit\ttotal\t")
+	if priced {
+		fmt.Fprint(tw, "credits\t")
+	}
+	fmt.Fprintln(tw)
+	var gen, edit int
+	var credits float64
+	unpriced := []string{}
+	for _, m := range names {
+		g, e := plan[planKey{m, false}], plan[planKey{m, true}]
+		gen, edit = gen+g, edit+e
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t", m, g, e, g+e)
+		if priced {
+			p, ok := cfg.Prices[m]
+			if ok {
+				fmt.Fprintf(tw, "%s\t", formatCredits(p*float64(g+e)))
+				credits += p * float64(g+e)
+			} else {
+				fmt.Fprint(tw, "?\t")
+				unpriced = append(unpriced, m)
+			}
+		}
+		fmt.Fprintln(tw)
+	}
+	fmt.Fprintf(tw, "total\t%d\t%d\t%d\t", gen, edit, gen+edit)
+	if priced {
+		fmt.Fprintf(tw, "%s\t", formatCredits(credits))
+	}
+	fmt.Fprintln(tw)
+	_ = tw.Flush()
+
+	switch {
+	case !priced:
+		fmt.Fprintln(out, "cost: not estimated. Kie does not publish its prices; give yours with --price "+
+			"flux-kontext-pro=N,flux-kontext-max=M (or KONTEXTQ_PRICES)")
+	case len(unpriced) > 0:
+		fmt.Fprintf(out, "cost: at least %s credits; no --price for %s. Kie does not publish its prices: these are the ones configured\n",
+			formatCredits(credits), strings.Join(unpriced, ", "))
+	default:
+		fmt.Fprintf(out, "cost: %s credits at the configured prices (%s); Kie does not publish its prices, so check them against your account\n",
+			formatCredits(credits), formatPrices(cfg.Prices))
+	}
+	if cfg.GenerationRetries > 0 {
+		fmt.Fprintf(out, "      a job whose generation fails is submitted again, up to %d more time(s), each paid\n", cfg.GenerationRetries)
+	}
+	if n := gen + edit; n > 0 && cfg.Rate.PerSecond() > 0 {
+		d := time.Duration(float64(n) / cfg.Rate.PerSecond() * float64(time.Second))
+		fmt.Fprintf(out, "time: about %s at --rate %s (Kie's limit per account, shared by every worker)\n", humanDuration(d), cfg.Rate)
+	}
+}
+
+func formatCredits(v float64) string {
+	return strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.2f", v), "0"), ".")
+}
+
+func formatPrices(p map[string]float64) string {
+	names := make([]string, 0, len(p))
+	for m := range p {
+		names = append(names, m)
+	}
+	sort.Strings(names)
+	parts := make([]string, len(names))
+	for i, m := range names {
+		parts[i] = m + "=" + formatCredits(p[m])
+	}
+	return strings.Join(parts, ", ")
+}
+
+// humanDuration writes d the way people say it: "5d 18h 53m", "2h 5m", "40s", "<1s".
+func humanDuration(d time.Duration) string {
+	if d < time.Second {
+		return "<1s"
+	}
+	if d < time.Minute {
+		return d.Round(time.Second).String()
+	}
+	d = d.Round(time.Minute)
+	days := d / (24 * time.Hour)
+	d -= days * 24 * time.Hour
+	h := d / time.Hour
+	d -= h * time.Hour
+	m := d / time.Minute
+	var parts []string
+	if days > 0 {
+		parts = append(parts, fmt.Sprintf("%dd", days))
+	}
+	if h > 0 {
+		parts = append(parts, fmt.Sprintf("%dh", h))
+	}
+	if m > 0 {
+		parts = append(parts, fmt.Sprintf("%dm", m))
+	}
+	return strings.Join(parts, " ")
+}

@@ -1,0 +1,237 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/csv"
+	"encoding/hex"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kontextq/kontextq/internal/redistest"
+	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/ratelimit"
+)
+
+// workerEnv is the environment of kontextq processes that talk to the simulator.
+func workerEnv(env *redistest.Env, sim *kietest.Server, dir string) []string {
+	return cliEnv(env,
+		"KIE_API_KEY="+sim.Key, "KIE_BASE_URL="+sim.APIURL, "KIE_UPLOAD_URL="+sim.UploadURL,
+		"KONTEXTQ_ARCHIVE="+filepath.Join(dir, "archive"), "KONTEXTQ_RATE=20/1s", "KONTEXTQ_POLL_RATE=50/1s",
+		"KONTEXTQ_FIRST_POLL=1s", "KONTEXTQ_POLL_INTERVAL=1s")
+}
+
+func fastSim(t *testing.T, o kietest.Options) *kietest.Server {
+	o.GenerateLimit, o.GenerateWindow = 50, time.Second
+	o.RecordInfoLimit, o.RecordInfoWindow = 100, time.Second
+	o.GenTimeMedian, o.Seed = 300*time.Millisecond, 7
+	return kietest.NewServer(t, o)
+}
+
+// A batch goes through cancel, retry, work, status --wait and export as a user would drive it:
+// cancelled jobs are never submitted, retried ones are submitted once, the outcome is the exit
+// code, and the manifest matches the archive.
+func TestBatchLifecycle(t *testing.T) {
+	t.Parallel()
+	env := redistest.New(t)
+	ctx := context.Background()
+	sim := fastSim(t, kietest.Options{ContentPolicyWords: []string{"forbidden"}})
+	dir := t.TempDir()
+	envv := workerEnv(env, sim, dir)
+	ledger := jobs.NewLedger(env.Client, jobs.LedgerOptions{Namespace: env.Prefix + "ns"})
+
+	var lines []string
+	for _, p := range []string{"a red kite", "a blue kite", "a green kite", "a forbidden kite", "a kite at night"} {
+		lines = append(lines, `{"prompt": "`+p+`"}`)
+	}
+	path := writeFile(t, filepath.Join(dir, "kites.jsonl"), []byte(strings.Join(lines, "\n")+"\n"))
+	okPath := writeFile(t, filepath.Join(dir, "boats.txt"), []byte("a paper boat\na toy boat\n"))
+	for _, p := range []string{path, okPath} {
+		if code, out := kq(t, dir, envv, "load", p); code != 0 {
+			t.Fatalf("load %s: exit %d\n%s", p, code, out)
+		}
+	}
+
+	code, out := kq(t, dir, envv, "cancel", "kites")
+	if code != 0 || !strings.Contains(out, "batch kites: 5 queued jobs cancelled (5 waiting submit tasks removed)") {
+		t.Fatalf("cancel: exit %d\n%s", code, out)
+	}
+	if code, out := kq(t, dir, envv, "cancel", "kites"); code != 0 || !strings.Contains(out, "0 queued jobs cancelled") {
+		t.Errorf("second cancel: exit %d\n%s", code, out)
+	}
+	if qi := submitQueue(t, env); qi.Size != 2 {
+		t.Errorf("%d submit tasks left after the cancel, want the 2 of the other batch", qi.Size)
+	}
+	code, out = kq(t, dir, envv, "status", "kites")
+	if code != 0 || !strings.Contains(squeeze(out), "failed  5 5 cancelled") {
+		t.Errorf("status after cancel: exit %d\n%s", code, out)
+	}
+	code, out = kq(t, dir, envv, "retry", "kites", "--failed")
+	if code != 0 || !strings.Contains(out, "5 failed jobs queued again (5 cancelled)") {
+		t.Fatalf("retry: exit %d\n%s", code, out)
+	}
+	if code, out := kq(t, dir, envv, "retry", "kites", "--failed"); code != 0 || !strings.Contains(out, "no failed jobs to retry") {
+		t.Errorf("second retry: exit %d\n%s", code, out)
+	}
+
+	w := start(t, dir, envv, "worker")
+	defer func() { _ = w.cmd.Process.Kill() }()
+	code, out = kq(t, dir, envv, "status", "kites", "--wait", "--every", "200ms")
+	if code != exitFailed || !strings.Contains(out, "batch kites: 4 archived, 1 failed of 5") || !strings.Contains(out, ": rejected: ") {
+		t.Errorf("status --wait with a rejected job: exit %d, want %d\n%s", code, exitFailed, out)
+	}
+	code, out = kq(t, dir, envv, "status", "boats", "--wait", "--every", "200ms")
+	if code != exitOK || !strings.Contains(out, "batch boats: 2 archived, 0 failed of 2") {
+		t.Errorf("status --wait: exit %d, want 0\n%s", code, out)
+	}
+	code, out = kq(t, dir, envv, "status")
+	if code != 0 || !strings.Contains(squeeze(out), "kites  5  4  1  0  0  0  finished") {
+		t.Errorf("status of every batch: exit %d\n%s", code, out)
+	}
+	if st := sim.Stats(); st.Accepted != 6 || st.DuplicateSubmissions != 0 {
+		t.Errorf("Kie accepted %d tasks (%d duplicates); want 6: cancelled jobs never submitted, retried ones once", st.Accepted, st.DuplicateSubmissions)
+	}
+
+	manifest := filepath.Join(dir, "kites-manifest.jsonl")
+	if code, out := kq(t, dir, envv, "export", "kites", "--out", manifest); code != 0 {
+		t.Fatalf("export: exit %d\n%s", code, out)
+	}
+	b, err := os.ReadFile(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(rows) != 5 {
+		t.Fatalf("manifest has %d rows, want 5:\n%s", len(rows), b)
+	}
+	archived := 0
+	for _, l := range rows {
+		var r manifestRow
+		if err := json.Unmarshal([]byte(l), &r); err != nil {
+			t.Fatalf("row %s: %v", l, err)
+		}
+		switch r.State {
+		case "archived":
+			archived++
+			img, err := os.ReadFile(r.Archive)
+			sum := sha256.Sum256(img)
+			if err != nil || hex.EncodeToString(sum[:]) != r.SHA256 || r.TaskID == "" {
+				t.Errorf("row %s: the archive file does not match (%v)", l, err)
+			}
+		case "failed":
+			if r.Reason != "rejected" || r.Error == "" {
+				t.Errorf("failed row %s: want reason rejected and the error", l)
+			}
+		default:
+			t.Errorf("row %s", l)
+		}
+	}
+	if archived != 4 {
+		t.Errorf("%d archived rows", archived)
+	}
+	code, out = kq(t, dir, envv, "export", "boats", "--format", "csv")
+	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
+	if code != 0 || err != nil || len(recs) != 3 || strings.Join(recs[0], ",") != "id,state,reason,taskId,archive,sha256,error" || recs[1][1] != "archived" {
+		t.Errorf("CSV export: exit %d, %v\n%s", code, err, out)
+	}
+
+	// A job cancelled in the ledger whose submit task stays queued (one a worker had already
+	// taken, say) is dropped by the worker without a call to Kie.
+	third := writeFile(t, filepath.Join(dir, "late.txt"), []byte("a late kite\n"))
+	if code, out := kq(t, dir, envv, "load", third); code != 0 {
+		t.Fatalf("load: exit %d\n%s", code, out)
+	}
+	// The worker may win the race to submit it; what matters is that a cancelled job is not.
+	rep, err := ledger.CancelQueued(ctx, "late", "cancelled", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	within(t, 30*time.Second, "the submit queue to drain", func() bool { qi := submitQueue(t, env); return qi.Size == 0 })
+	within(t, 30*time.Second, "the late batch to finish", func() bool { c, _ := ledger.Counts(ctx, "late"); return c.Done() })
+	if st := sim.Stats(); rep.Cancelled == 1 && st.Accepted != 6 {
+		t.Errorf("a cancelled job was submitted: Kie accepted %d tasks, want 6", st.Accepted)
+	}
+}
+
+func TestPaceWindow(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	steps := []struct {
+		at       time.Duration
+		archived int64
+		want     float64
+		ok       bool
+	}{
+		{0, 0, 0, false},
+		{2 * time.Second, 1, 0, false}, // too short to say
+		{30 * time.Second, 10, 20, true},
+		{60 * time.Second, 20, 20, true},
+		{90 * time.Second, 20, 10, true},     // over the last minute only: 30s ago 10, now 20
+		{150 * time.Second, 20, 0, true},     // stalled for a minute
+		{152 * time.Second, 21, 0.97, true},  // the window keeps a sample a minute back (90s)
+		{300 * time.Second, 81, 24.32, true}, // samples far apart: the rate since the one before the minute
+	}
+	w := paceWindow{span: time.Minute}
+	for _, s := range steps {
+		got, ok := w.add(t0.Add(s.at), s.archived)
+		if ok != s.ok || (ok && (got < s.want-0.01 || got > s.want+0.01)) {
+			t.Errorf("at %v with %d archived: %.2f/min (%v), want %.2f (%v)", s.at, s.archived, got, ok, s.want, s.ok)
+		}
+	}
+}
+
+func TestPaceAndETA(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	rate := ratelimit.Rate{Events: 20, Per: 10 * time.Second}
+	cases := []struct {
+		name string
+		info jobs.BatchInfo
+		now  time.Time
+		pace string
+		eta  string
+	}{
+		{"nothing submitted", jobs.BatchInfo{Counts: jobs.Counts{Total: 10, Queued: 10}}, t0,
+			"nothing submitted yet", "at least 5s: 10 queued at --rate 20/10s, then their generation"},
+		{"working", jobs.BatchInfo{Counts: jobs.Counts{Total: 100_000, Queued: 99_000, Submitted: 400, Archived: 600}, FirstSubmitted: t0},
+			t0.Add(10 * time.Minute), "60.0 archived/min on average since the first submission, 10m ago",
+			"at least 13h 45m: 99000 queued at --rate 20/10s, then their generation"},
+		{"finished", jobs.BatchInfo{Counts: jobs.Counts{Total: 120, Archived: 120}, FirstSubmitted: t0, LastEnded: t0.Add(2 * time.Minute)},
+			t0.Add(48 * time.Hour), "60.0 archived/min on average since the first submission, 2d ago", ""},
+		{"last jobs at Kie", jobs.BatchInfo{Counts: jobs.Counts{Total: 3, Submitted: 2, Generated: 1}, FirstSubmitted: t0},
+			t0.Add(30 * time.Second), "0 archived since the first submission 30s ago", "3 jobs at Kie or being archived; no more to submit"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := averagePace(tc.info, tc.now); got != tc.pace {
+				t.Errorf("pace %q, want %q", got, tc.pace)
+			}
+			if tc.eta == "" {
+				return
+			}
+			if got := eta(tc.info.Counts, rate); got != tc.eta {
+				t.Errorf("eta %q, want %q", got, tc.eta)
+			}
+		})
+	}
+}
+
+func TestHumanDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		400 * time.Millisecond:                "<1s",
+		42 * time.Second:                      "42s",
+		90 * time.Second:                      "2m",
+		2*time.Hour + 5*time.Minute:           "2h 5m",
+		3 * time.Hour:                         "3h",
+		time.Duration(1e6/2.0) * time.Second:  "5d 18h 53m",
+		24*time.Hour + 30*time.Second - 1e6:   "1d",
+		time.Duration(7200/2.0) * time.Second: "1h",
+	} {
+		if got := humanDuration(d); got != want {
+			t.Errorf("humanDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
+}

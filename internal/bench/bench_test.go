@@ -1,0 +1,212 @@
+package bench
+
+import (
+	"context"
+	"log/slog"
+	"math"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kontextq/kontextq/internal/redistest"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// at returns t0 plus each offset in milliseconds.
+func at(ms ...int) []time.Time {
+	out := make([]time.Time, len(ms))
+	for i, m := range ms {
+		out[i] = t0.Add(time.Duration(m) * time.Millisecond)
+	}
+	return out
+}
+
+// evenly returns n calls spaced every step from t0.
+func evenly(n int, step time.Duration) []time.Time {
+	out := make([]time.Time, n)
+	for i := range out {
+		out[i] = t0.Add(time.Duration(i) * step)
+	}
+	return out
+}
+
+func TestUtilisation(t *testing.T) {
+	const limit = 4
+	w := time.Second
+	tests := []struct {
+		name     string
+		accepted []time.Time
+		skip     interval
+		want     float64
+		windows  int
+	}{
+		{"bursts at the limit use all of it", at(0, 1, 2, 3, 1000, 1001, 1002, 1003, 2000, 2001, 2002, 2003, 3000), interval{}, 1, 3},
+		{"evenly at the limit", evenly(13, 250*time.Millisecond), interval{}, 1, 3},
+		{"evenly at half the limit", evenly(7, 500*time.Millisecond), interval{}, 0.5, 3},
+		{"order does not matter", at(3000, 2003, 0, 1000, 2000, 1, 1001, 2001, 2, 1002, 2002, 3, 1003), interval{}, 1, 3},
+		{"the partial last window is left out", at(0, 1, 2, 3, 1000, 1999), interval{}, 1, 1},
+		{"shorter than a window", at(0, 100, 900), interval{}, math.NaN(), 0},
+		{"an idle window counts", at(0, 1, 2, 3, 2000, 2001, 2002, 2003, 3000), interval{}, 8.0 / 12, 3},
+		{"a window overlapping the storm is skipped", at(0, 1, 2, 3, 2000, 2001, 2002, 2003, 3000),
+			interval{t0.Add(1100 * time.Millisecond), t0.Add(1900 * time.Millisecond)}, 1, 2},
+		{"a storm over everything leaves nothing", at(0, 1, 2000), interval{t0, t0.Add(time.Hour)}, math.NaN(), 0},
+		{"nothing accepted", nil, interval{}, math.NaN(), 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, n := utilisation(tt.accepted, limit, w, tt.skip)
+			if n != tt.windows || !(got == tt.want || math.IsNaN(got) && math.IsNaN(tt.want) || math.Abs(got-tt.want) < 1e-9) {
+				t.Errorf("utilisation = %v over %d windows, want %v over %d", got, n, tt.want, tt.windows)
+			}
+		})
+	}
+}
+
+func TestLateRateLimited(t *testing.T) {
+	w := time.Second
+	ans := func(ms, code int) answer { return answer{at: t0.Add(time.Duration(ms) * time.Millisecond), code: code} }
+	tests := []struct {
+		name    string
+		answers []answer
+		skip    interval
+		want    int
+	}{
+		{"429s in the first three windows are warm-up", []answer{ans(0, 200), ans(500, 429), ans(2999, 429), ans(3500, 200)}, interval{}, 0},
+		{"429s from the fourth window on are late", []answer{ans(0, 200), ans(3000, 429), ans(9000, 429), ans(9001, 200)}, interval{}, 2},
+		{"counted from the first call, whatever the order", []answer{ans(3500, 429), ans(1000, 200)}, interval{}, 0},
+		{"429s during the storm are not late", []answer{ans(0, 200), ans(5000, 429), ans(6000, 429), ans(8000, 429)},
+			interval{t0.Add(4 * time.Second), t0.Add(7 * time.Second)}, 1},
+		{"no answers", nil, interval{}, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := lateRateLimited(tt.answers, w, tt.skip); got != tt.want {
+				t.Errorf("lateRateLimited = %d, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestMisses(t *testing.T) {
+	cases := Cases()
+	one, overtold, storm := cases[0], cases[2], cases[3]
+	good := Figures{Jobs: 300, Archived: 300, Accepted: 300, Utilisation: 0.98}
+	tests := []struct {
+		name string
+		c    Case
+		f    Figures
+		want []string
+	}{
+		{"all met", one, good, nil},
+		{"utilisation low", one, with(good, func(f *Figures) { f.Utilisation = 0.9 }), []string{"utilisation 90.0% < 97.0%"}},
+		{"utilisation unmeasured", one, with(good, func(f *Figures) { f.Utilisation = math.NaN() }), []string{"utilisation n/a < 97.0%"}},
+		{"too many 429s", one, with(good, func(f *Figures) { f.RateLimited = 6 }), []string{"2.0 429s per 100 accepted > 1"}},
+		{"late 429s", overtold, with(good, func(f *Figures) { f.RateLimited, f.LateRateLimited = 5, 1 }), []string{"1 429s after the first 3 windows"}},
+		{"a failure", storm, with(good, func(f *Figures) { f.Archived, f.Failed = 299, 1 }), []string{"299 of 300 jobs archived, 1 failed"}},
+		{"the storm case has no rate target", storm, with(good, func(f *Figures) { f.Utilisation, f.RateLimited = 0.2, 90 }), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Result{Case: tt.c, Kontextq: tt.f}.Misses()
+			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
+				t.Errorf("Misses = %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+func with(f Figures, change func(*Figures)) Figures {
+	change(&f)
+	return f
+}
+
+func TestSelectCases(t *testing.T) {
+	tests := []struct {
+		in      string
+		want    string
+		wantErr string
+	}{
+		{"", "one,four,overtold,storm", ""},
+		{"all", "one,four,overtold,storm", ""},
+		{"storm, one", "storm,one", ""},
+		{"one,five", "", `unknown case "five": want all or some of one, four, overtold, storm`},
+	}
+	for _, tt := range tests {
+		cs, err := SelectCases(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || err.Error() != tt.wantErr {
+				t.Errorf("SelectCases(%q) error = %v, want %s", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		var names []string
+		for _, c := range cs {
+			names = append(names, c.Name)
+		}
+		if err != nil || strings.Join(names, ",") != tt.want {
+			t.Errorf("SelectCases(%q) = %v, %v; want %s", tt.in, names, err, tt.want)
+		}
+	}
+}
+
+// TestRunSmoke runs a tiny batch through the cases with one process, with four, and with a
+// storm, kontextq and the naive client, on real Redis: every job must be archived, the report
+// must show every row, and no key may be left. ("overtold" differs from "one" by one number and
+// is left out to keep the test short.) It asserts no timing: figures on a tiny batch and a
+// shared machine mean little.
+func TestRunSmoke(t *testing.T) {
+	env := redistest.New(t)
+	ctx := context.Background()
+	o := Options{
+		Redis: env.Client, Namespace: env.Prefix + "bench", Limit: 20, Window: time.Second, Jobs: 10, Storm: time.Second,
+		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	cases, err := SelectCases("one,four,storm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	results, err := Run(ctx, o, cases)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(results) != len(cases) {
+		t.Fatalf("%d results, want %d", len(results), len(cases))
+	}
+	for _, r := range results {
+		for _, f := range []*Figures{&r.Kontextq, r.Naive} {
+			if f == nil {
+				t.Fatalf("case %s: no naive figures", r.Case.Name)
+			}
+			if f.Archived != 10 || f.Failed != 0 || f.Accepted != 10 {
+				t.Errorf("case %s, %s: %d archived, %d failed, %d accepted; want 10 archived of 10 accepted", r.Case.Name, f.Client, f.Archived, f.Failed, f.Accepted)
+			}
+			if f.MaxInWindow > o.Limit {
+				t.Errorf("case %s, %s: %d accepted in one window, over the limit of %d", r.Case.Name, f.Client, f.MaxInWindow, o.Limit)
+			}
+		}
+		if r.Case.Storm && r.Kontextq.RateLimited == 0 {
+			t.Errorf("storm case: kontextq saw no 429: the storm did not happen")
+		}
+	}
+	var md strings.Builder
+	if err := Markdown(&md, o, results); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cases {
+		if n := strings.Count(md.String(), "| "+c.Title+" |"); n != 2 {
+			t.Errorf("report has %d rows for %q, want 2 (kontextq and naive):\n%s", n, c.Title, md.String())
+		}
+	}
+	t.Logf("\n%s", md.String())
+	if keys, err := env.Keys(ctx); err != nil || len(keys) > 0 {
+		t.Errorf("keys left behind after the run (%v): %q", err, keys)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}

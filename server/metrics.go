@@ -1,0 +1,277 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/hibiken/asynq"
+	asynqmetrics "github.com/hibiken/asynq/x/metrics"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/worker"
+)
+
+// Metrics are the counters of what this process's workers did, as Prometheus metrics. It is a
+// worker.Observer: pass it as worker.Options.Observer and as Options.Metrics. Counts kept in
+// Redis (jobs per state, the soonest expiry) are not here: they are read at scrape time, so
+// every process reports the same figures for them.
+type Metrics struct {
+	submissions    prometheus.Counter
+	rateLimited    *prometheus.CounterVec
+	generation     prometheus.Histogram
+	archivedImages prometheus.Counter
+	archivedBytes  prometheus.Counter
+	failures       *prometheus.CounterVec
+	sweeps         prometheus.Counter
+	swept          *prometheus.CounterVec
+	callbacks      *prometheus.CounterVec
+}
+
+var _ worker.Observer = (*Metrics)(nil)
+
+// NewMetrics returns zeroed counters.
+func NewMetrics() *Metrics {
+	return &Metrics{
+		submissions: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_submissions_total",
+			Help: "Generate calls Kie accepted: paid tasks."}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_rate_limited_total",
+			Help: "429 answers from Kie, by endpoint (generate, record-info, upload)."}, []string{"endpoint"}),
+		generation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kontextq_generation_seconds",
+			Help:    "Time from a task's submission to the poll that saw it succeed.",
+			Buckets: []float64{2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900}}),
+		archivedImages: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_archived_images_total",
+			Help: "Images archived."}),
+		archivedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_archived_bytes_total",
+			Help: "Bytes of images archived."}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_job_failures_total",
+			Help: "Jobs that ended failed, by reason."}, []string{"reason"}),
+		sweeps: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_sweeps_total",
+			Help: "Sweeps run by this process."}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_swept_total",
+			Help: "Work the sweeper re-enqueued, by kind (archive, check)."}, []string{"kind"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_callbacks_total",
+			Help: "Kie callbacks received, by outcome (accepted, duplicate, unknown_task, forged, stale, malformed, unsigned)."}, []string{"outcome"}),
+	}
+}
+
+func (m *Metrics) collectors() []prometheus.Collector {
+	return []prometheus.Collector{m.submissions, m.rateLimited, m.generation, m.archivedImages, m.archivedBytes,
+		m.failures, m.sweeps, m.swept, m.callbacks}
+}
+
+// Describe implements prometheus.Collector.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) {
+	for _, c := range m.collectors() {
+		c.Describe(ch)
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, c := range m.collectors() {
+		c.Collect(ch)
+	}
+}
+
+// Submitted implements worker.Observer.
+func (m *Metrics) Submitted() { m.submissions.Inc() }
+
+// RateLimited implements worker.Observer.
+func (m *Metrics) RateLimited(endpoint string) { m.rateLimited.WithLabelValues(endpoint).Inc() }
+
+// Generated implements worker.Observer.
+func (m *Metrics) Generated(d time.Duration) { m.generation.Observe(d.Seconds()) }
+
+// Archived implements worker.Observer.
+func (m *Metrics) Archived(bytes int64) {
+	m.archivedImages.Inc()
+	m.archivedBytes.Add(float64(bytes))
+}
+
+// Failed implements worker.Observer.
+func (m *Metrics) Failed(reason jobs.Reason) { m.failures.WithLabelValues(string(reason)).Inc() }
+
+// Swept implements worker.Observer.
+func (m *Metrics) Swept(r worker.SweepReport) {
+	m.sweeps.Inc()
+	m.swept.WithLabelValues("archive").Add(float64(r.Archives))
+	m.swept.WithLabelValues("check").Add(float64(r.Checks))
+}
+
+// Bounds on the scrape-time reading of the ledger, so that a deployment with thousands of
+// batches does not make every scrape slow or every time series list endless.
+const (
+	maxBatchesRead  = 1000 // batches whose counters are read per scrape
+	maxBatchSeries  = 50   // unfinished batches given their own series
+	scrapeTimeout   = 5 * time.Second
+	creditsTimeout  = 10 * time.Second
+	farFutureExpiry = 100 * 365 * 24 * time.Hour
+)
+
+var (
+	jobsDesc = prometheus.NewDesc("kontextq_jobs",
+		"Jobs per state, summed over the batches read (see kontextq_batches).", []string{"state"}, nil)
+	batchJobsDesc = prometheus.NewDesc("kontextq_batch_jobs",
+		"Jobs per state of an unfinished batch (at most 50 batches, by name).", []string{"batch", "state"}, nil)
+	batchesDesc = prometheus.NewDesc("kontextq_batches",
+		"Batches in the ledger: finished, unfinished, or unread (beyond the 1000 read per scrape).", []string{"status"}, nil)
+	expiryDesc = prometheus.NewDesc("kontextq_unarchived_soonest_expiry_timestamp_seconds",
+		"When the soonest-expiring generated but unarchived result is assumed gone (absent when none).", nil, nil)
+	rateDesc = prometheus.NewDesc("kontextq_rate_current_per_second",
+		"The account's adaptive rate as this process last saw it, by limiter.", []string{"limiter"}, nil)
+	rateCeilingDesc = prometheus.NewDesc("kontextq_rate_configured_per_second",
+		"The configured ceiling of the rate, by limiter.", []string{"limiter"}, nil)
+	tokensDesc = prometheus.NewDesc("kontextq_rate_tokens_total",
+		"Limiter decisions in this process, by limiter and outcome (granted, denied, throttled, error).", []string{"limiter", "outcome"}, nil)
+	creditsDesc = prometheus.NewDesc("kontextq_kie_credits",
+		"Kie credits left, refreshed at most once a minute (absent until first read).", nil, nil)
+	scrapeErrDesc = prometheus.NewDesc("kontextq_scrape_errors",
+		"1 when part of the ledger could not be read for this scrape.", nil, nil)
+)
+
+// ledgerCollector reads the shared state at scrape time.
+type ledgerCollector struct{ s *Server }
+
+func (c ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{jobsDesc, batchJobsDesc, batchesDesc, expiryDesc, rateDesc, rateCeilingDesc, tokensDesc, creditsDesc, scrapeErrDesc} {
+		ch <- d
+	}
+}
+
+func (c ledgerCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c.s
+	ctx, cancel := context.WithTimeout(context.Background(), scrapeTimeout)
+	defer cancel()
+	failed := 0.0
+	fail := func(what string, err error) {
+		s.log.Warn("metrics: reading "+what, "err", err)
+		failed = 1
+	}
+
+	if batches, err := s.ledger.Batches(ctx); err != nil {
+		fail("batches", err)
+	} else {
+		sort.Strings(batches)
+		read := batches[:min(len(batches), maxBatchesRead)]
+		var total jobs.Counts
+		finished, unfinished, series := 0, 0, 0
+		for _, b := range read {
+			n, err := s.ledger.Counts(ctx, b)
+			if err != nil {
+				fail("batch counts", err)
+				break
+			}
+			total.Queued += n.Queued
+			total.Submitted += n.Submitted
+			total.Generated += n.Generated
+			total.Archived += n.Archived
+			total.Failed += n.Failed
+			if n.Done() {
+				finished++
+				continue
+			}
+			unfinished++
+			if series < maxBatchSeries {
+				series++
+				for st, v := range countsByState(n) {
+					ch <- prometheus.MustNewConstMetric(batchJobsDesc, prometheus.GaugeValue, float64(v), b, string(st))
+				}
+			}
+		}
+		for st, v := range countsByState(total) {
+			ch <- prometheus.MustNewConstMetric(jobsDesc, prometheus.GaugeValue, float64(v), string(st))
+		}
+		ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(finished), "finished")
+		ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(unfinished), "unfinished")
+		ch <- prometheus.MustNewConstMetric(batchesDesc, prometheus.GaugeValue, float64(len(batches)-len(read)), "unread")
+	}
+
+	if _, exps, err := s.ledger.Expiring(ctx, s.o.Now().Add(farFutureExpiry), 1); err != nil {
+		fail("expiry index", err)
+	} else if len(exps) > 0 {
+		ch <- prometheus.MustNewConstMetric(expiryDesc, prometheus.GaugeValue, float64(exps[0].UnixMilli())/1000)
+	}
+
+	for _, l := range s.o.Limiters {
+		st := l.Stats()
+		ch <- prometheus.MustNewConstMetric(rateDesc, prometheus.GaugeValue, st.CurrentRate, st.Name)
+		ch <- prometheus.MustNewConstMetric(rateCeilingDesc, prometheus.GaugeValue, st.ConfiguredRate, st.Name)
+		for outcome, v := range map[string]int64{"granted": st.Granted, "denied": st.Denied, "throttled": st.Throttled, "error": st.Errors} {
+			ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v), st.Name, outcome)
+		}
+	}
+
+	if v, ok := s.credits.get(s.o.Now()); ok {
+		ch <- prometheus.MustNewConstMetric(creditsDesc, prometheus.GaugeValue, v)
+	}
+	ch <- prometheus.MustNewConstMetric(scrapeErrDesc, prometheus.GaugeValue, failed)
+}
+
+func countsByState(c jobs.Counts) map[jobs.State]int64 {
+	return map[jobs.State]int64{jobs.Queued: c.Queued, jobs.Submitted: c.Submitted, jobs.Generated: c.Generated,
+		jobs.Archived: c.Archived, jobs.Failed: c.Failed}
+}
+
+// creditCache keeps the last credits figure. Asking Kie is slow and spends an API call, so a
+// scrape never waits for it: it reports the cached value and, when that is older than every,
+// starts one refresh in the background.
+type creditCache struct {
+	src   CreditSource
+	every time.Duration
+	log   interface{ Warn(string, ...any) }
+
+	mu       sync.Mutex
+	value    float64
+	ok       bool
+	tried    time.Time
+	fetching bool
+}
+
+func (c *creditCache) get(now time.Time) (float64, bool) {
+	if c == nil || c.src == nil {
+		return 0, false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.fetching && (c.tried.IsZero() || now.Sub(c.tried) >= c.every) {
+		c.fetching, c.tried = true, now
+		go c.refresh()
+	}
+	return c.value, c.ok
+}
+
+func (c *creditCache) refresh() {
+	ctx, cancel := context.WithTimeout(context.Background(), creditsTimeout)
+	defer cancel()
+	v, err := c.src.Credits(ctx)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.fetching = false
+	if err != nil {
+		c.log.Warn("metrics: reading Kie credits", "err", err)
+		return
+	}
+	c.value, c.ok = v, true
+}
+
+// newMetricsHandler builds /metrics: Go and process metrics, asynq's queue metrics, the worker
+// counters and the ledger gauges, in a registry of this server's own.
+func (s *Server) newMetricsHandler() http.Handler {
+	s.credits = &creditCache{src: s.o.Credits, every: s.o.CreditsEvery, log: s.log}
+	s.insp = asynq.NewInspectorFromRedisClient(s.o.Redis)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		asynqmetrics.NewQueueMetricsCollector(s.insp),
+		s.o.Metrics,
+		ledgerCollector{s},
+	)
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, Timeout: 20 * time.Second})
+}
