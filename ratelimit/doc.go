@@ -41,6 +41,13 @@
 // rate down to what was accepted. After the cool-down the rate climbs back additively (10% of the
 // ceiling per window) to the learned ceiling or, without one, the configured rate.
 //
+// A lone 429 after a window the account filled to its ceiling is jitter, not news: calls spaced
+// to fit reached the API bunched (one was delayed on its way by more than the margin), so the
+// window frees up as its oldest call leaves it, about one slot later. Such a 429 cools down for
+// one slot instead of a window; a second 429 within a window of it cools down for the whole
+// window as usual. On a loaded machine, where a call can arrive tens of milliseconds late, this
+// is the difference between losing a slot and losing a window's worth of calls.
+//
 // A 429 after a window in which nothing was accepted measures nothing: the API is refusing
 // everything (a storm, an outage). Such a 429 halves the rate, teaches no ceiling, and undoes the
 // ceiling learned at the start of the storm, so a storm never lowers the ceiling below the true

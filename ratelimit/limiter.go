@@ -142,7 +142,8 @@ func (l *Limiter) WaitAtMost(ctx context.Context, maxWait time.Duration) (grante
 // (429), or refused for maintenance (455) when Pause does not fit. retryAfter is the server's
 // Retry-After (0 if none). Every process of the account then cools down for max(retryAfter,
 // Rate.Per) and the shared rate is cut; the window before the refusal is recorded as a
-// measurement of the true limit (see the package documentation). Throttled calls arriving
+// measurement of the true limit (see the package documentation). A lone 429 after a window
+// filled to the ceiling is taken as jitter and cools down for one slot only. Throttled calls arriving
 // during the cool-down belong to the same episode and do not cut the rate again.
 //
 // On a Redis error this process still cools down and slows down on its own, and the error is

@@ -110,7 +110,9 @@ return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), int(s
 // before the episode's start (the log, less one entry per refused call) measure the true limit:
 // below learnBelow of the current ceiling it becomes the new ceiling. A window that accepted
 // nothing measures nothing (Kie refusing everything, not a rate limit): it restores the ceiling
-// from before the storm instead, so a storm can never teach a ceiling of 0.
+// from before the storm instead, so a storm can never teach a ceiling of 0. An episode cools
+// down for a window, except a lone one (no episode ended in the window before it) whose window
+// was filled to the ceiling: that is jitter, and it cools down for one slot.
 //
 // ARGV 9 retry-after (µs, 0 if none)   10 "1" learn from it (429) or "0" (maintenance)
 // 11 multiplicative decrease   12 learnBelow.
@@ -135,21 +137,31 @@ if not learn then
   if retry <= 0 then retry = per end
   cool = math.max(cool, now + retry)
 else
-  if now >= ep_end then
+  local fresh = now >= ep_end
+  if fresh then
     last_prev, prev_ceil, last_end = prev_ceil, ceil, ep_end
     ep, ep_rate = now, rate
-    ep_end = now + math.max(retry, per)
-  elseif now + retry > ep_end then
-    ep_end = now + retry
   end
-  cool = math.max(cool, ep_end)
-
   m = 0
   local v = redis.call('LRANGE', lkey, 0, -1)
   for i = 1, #v do
     local t = tonumber(v[i])
     if t <= ep and t > ep - per then m = m + 1 end
   end
+  if fresh then
+    -- A lone 429 after a window the account filled to its ceiling is jitter: calls spaced to
+    -- fit reached Kie bunched. The window frees up as its oldest call leaves it, about one
+    -- slot later, so skipping one slot is enough; a second 429 within a window says it is not
+    -- jitter and cools down for the whole window.
+    local hold = per
+    local lone = last_end == 0 or ep - last_end >= per
+    if lone and m > 0 and m >= below * ceilEvents(prev_ceil) then hold = math.ceil(1e6 / rate) end
+    ep_end = now + math.max(retry, hold)
+  elseif now + retry > ep_end then
+    ep_end = now + retry
+  end
+  cool = math.max(cool, ep_end)
+
   if m == 0 then
     if last_end > 0 and ep - last_end < per then
       ceil, prev_ceil = last_prev, last_prev

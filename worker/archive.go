@@ -128,9 +128,7 @@ func (w *Worker) handleArchive(ctx context.Context, t *asynq.Task) error {
 		}
 		return &RateLimitedError{RetryAfter: max(retry, 100*time.Millisecond), Why: why}
 	}
-	t0 := w.o.Now()
 	err = w.archive(ctx, j)
-	w.log.Error("DBG archive", "start_late", t0.Sub(j.CompleteTime).Milliseconds(), "took", w.o.Now().Sub(t0).Milliseconds())
 	if err != nil && !errors.Is(err, asynq.SkipRetry) {
 		_ = w.ledger.SetError(ctx, j.Ref, "archive: "+err.Error())
 		if lastAttempt(ctx) {

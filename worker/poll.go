@@ -127,7 +127,6 @@ func (w *Worker) recordSuccess(ctx context.Context, j *jobs.Job, rec *kie.Record
 		return err
 	}
 	w.o.Observer.Generated(w.o.Now().Sub(j.SubmittedAt))
-	w.log.Error("DBG detected", "late", w.o.Now().Sub(rec.CompleteTime).Milliseconds())
 	j.State, j.ResultURL, j.ExpiresAt = jobs.Generated, res.ResultURL, res.ExpiresAt
 	return w.queueArchive(ctx, j)
 }

@@ -38,8 +38,9 @@ func newDemoCmd() *cobra.Command {
 		Long: `demo needs no account, key or Redis. It starts the Kie simulator and an in-memory Redis in
 this process, runs a bundled sample batch (generations in several ratios, formats and models, and
 edits of a bundled picture), serves the dashboard on --listen while it works, and archives every
-image to --archive (default ` + demoArchive + `) as a real run would. It takes about half a
-minute. Nothing reaches Kie.ai and nothing is paid: the images are the simulator's test patterns.`,
+image to --archive (default ` + demoArchive + `) as a real run would. It takes well under a
+minute. Nothing reaches Kie.ai and nothing is paid: the images are the simulator's test patterns,
+and REDIS_URL and the KIE_ settings are ignored.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDemo(cmd, keepServing)

@@ -75,7 +75,7 @@ Settings come from flags, then environment variables, then an optional YAML file
 	})
 	root.AddCommand(newRunCmd(), newWorkerCmd(), newSimCmd(), newConfigCmd(), newBenchCmd())
 	root.AddCommand(newLoadCmd(), newStatusCmd(), newExportCmd(), newRetryCmd(), newCancelCmd())
-	root.AddCommand(newServeCmd(), newDemoCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd(), newVerifyCmd())
 	return root
 }
 

@@ -251,12 +251,14 @@ func newNamespace(o Options, c Case, client string) string {
 	return o.Namespace + "-" + hex.EncodeToString(b) + "-" + c.Name + "-" + client
 }
 
-// deleteNamespace deletes every key holding ns and ns's queues in asynq's queue set.
+// deleteNamespace deletes every key holding ns and ns's queues in asynq's queue set. SCAN walks
+// the whole keyspace whatever the pattern, so it asks for large pages and has minutes: a shared
+// server may hold millions of other keys.
 func deleteNamespace(rdb redis.UniversalClient, ns string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	var keys []string
-	iter := rdb.Scan(ctx, 0, "*"+ns+"*", 1000).Iterator()
+	iter := rdb.Scan(ctx, 0, "*"+ns+"*", 20000).Iterator()
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
 	}

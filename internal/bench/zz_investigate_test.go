@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"sync"
+	"github.com/kontextq/kontextq/worker"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,7 +23,13 @@ func TestInvestigate(t *testing.T) {
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	o.defaults()
 	cs, _ := SelectCases(os.Getenv("BENCH_INVESTIGATE"))
+	var gmu sync.Mutex
+	var grants []time.Time
+	wrapLimiter = func(l worker.Limiter) worker.Limiter { return &recLim{Limiter: l, mu: &gmu, grants: &grants} }
 	for _, c := range cs {
+		gmu.Lock()
+		grants = nil
+		gmu.Unlock()
 		debugHook = func(s *simServer) {
 			s.mu.Lock()
 			ans := slices.Clone(s.answers)
@@ -47,6 +55,22 @@ func TestInvestigate(t *testing.T) {
 			slices.Sort(spans)
 			fmt.Printf("  21-call spans: min %v p1 %v p50 %v\n", spans[0], spans[len(spans)/100], spans[len(spans)/2])
 			t0 := ans[0].at
+			gmu.Lock()
+			gs := slices.Clone(grants)
+			gmu.Unlock()
+			slices.SortFunc(gs, func(a, b time.Time) int { return a.Compare(b) })
+			var lates []time.Duration
+			for i := range min(len(gs), len(ans)) {
+				lates = append(lates, ans[i].at.Sub(gs[i]))
+			}
+			sl := slices.Clone(lates)
+			slices.Sort(sl)
+			fmt.Printf("  grant->arrival: p50 %v p99 %v max %v\n", sl[len(sl)/2], sl[len(sl)*99/100], sl[len(sl)-1])
+			for i, a := range ans {
+				if i < len(gs) && (lates[i] > 30*time.Millisecond) {
+					fmt.Printf("  late arrival %d at %v: grant at %v, late %v\n", i, a.at.Sub(t0).Round(time.Millisecond), gs[i].Sub(t0).Round(time.Millisecond), lates[i].Round(time.Millisecond))
+				}
+			}
 			for i, a := range ans {
 				if a.code != 200 {
 					fmt.Printf("  %d at %v:", a.code, a.at.Sub(t0).Round(time.Millisecond))
@@ -63,4 +87,20 @@ func TestInvestigate(t *testing.T) {
 		}
 		fmt.Printf("  %+v\n", f)
 	}
+}
+
+type recLim struct {
+	worker.Limiter
+	mu     *sync.Mutex
+	grants *[]time.Time
+}
+
+func (r *recLim) WaitAtMost(ctx context.Context, max time.Duration) (bool, time.Duration, error) {
+	ok, d, err := r.Limiter.WaitAtMost(ctx, max)
+	if ok {
+		r.mu.Lock()
+		*r.grants = append(*r.grants, time.Now())
+		r.mu.Unlock()
+	}
+	return ok, d, err
 }

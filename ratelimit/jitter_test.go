@@ -1,0 +1,59 @@
+package ratelimit
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// A 429 right after a window the account filled to its ceiling means calls spaced to fit
+// reached Kie bunched (one arrived late): it costs one slot, not a window, and teaches nothing.
+// A second 429 within a window is not jitter: the account cools down for the whole window.
+func TestLoneJitter429CostsOneSlot(t *testing.T) {
+	ctx := context.Background()
+	b := setup(t)
+	kie := Rate{20, 10 * time.Second}
+	l := b.limiter(Options{Rate: kie})
+	other := b.limiter(Options{Rate: kie})
+	interval := time.Duration(float64(kie.Per) * (1 + DefaultMargin) / float64(kie.Events))
+	drive(t, b.clock, []*Limiter{l}, adversarial[1], 30*time.Second, 1)
+
+	if err := l.Throttled(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	s := l.Stats()
+	if cool := s.CooldownUntil.Sub(b.clock.Now()); cool <= 0 || cool > interval {
+		t.Errorf("cool-down %v after a lone 429 at the ceiling, want at most one slot (%v)", cool, interval)
+	}
+	if s.LearnedCeiling != 0 {
+		t.Errorf("a lone 429 at the ceiling taught a ceiling of %d", s.LearnedCeiling)
+	}
+	// Every process of the account is back within two slots.
+	start := b.clock.Now()
+	for {
+		res, err := other.Allow(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Allowed {
+			break
+		}
+		b.clock.Advance(res.RetryAfter)
+	}
+	if waited := b.clock.Now().Sub(start); waited > 2*interval {
+		t.Errorf("next grant %v after a lone 429, want within two slots (%v)", waited, 2*interval)
+	}
+
+	// That call is refused too: a second 429 within the window cools the account down for it.
+	b.clock.Advance(50 * time.Millisecond)
+	if err := other.Throttled(ctx, 0); err != nil {
+		t.Fatal(err)
+	}
+	res, err := l.Allow(ctx)
+	if err != nil || res.Allowed {
+		t.Fatalf("after a second 429: %+v, %v; want denied", res, err)
+	}
+	if res.RetryAfter < kie.Per-time.Millisecond || res.RetryAfter > kie.Per {
+		t.Errorf("after a second 429 within a window: retry after %v, want the one-window cool-down %v", res.RetryAfter, kie.Per)
+	}
+}
