@@ -1,11 +1,24 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+
+	"github.com/kontextq/kontextq/server"
 )
 
 func newWorkerCmd() *cobra.Command {
-	return &cobra.Command{
+	var metricsAddr string
+	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Work queued jobs until SIGTERM (run any number, on any number of machines)",
 		Args:  cobra.NoArgs,
@@ -29,15 +42,52 @@ func newWorkerCmd() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			w, _, err := newWorker(ctx, cfg, rdb, log, store)
+			m := server.NewMetrics()
+			w, _, err := newWorker(ctx, cfg, rdb, log, store, withMetrics(m))
 			if err != nil {
 				return err
 			}
 			defer w.Close()
+			if metricsAddr != "" {
+				stop, err := serveWorkerMetrics(ctx, metricsAddr, m, log)
+				if err != nil {
+					return usageErr(fmt.Errorf("--metrics-listen %s: %w", metricsAddr, err))
+				}
+				defer stop()
+			}
 			log.Info("worker started", "namespace", cfg.Namespace, "archive", store.Location(""), "rate", cfg.Rate.String())
 			err = w.Run(ctx)
 			log.Info("worker stopped")
 			return err
 		},
 	}
+	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve this process's Prometheus metrics (submissions, 429s, archive bytes) at http://ADDR/metrics; off when empty")
+	return cmd
+}
+
+// serveWorkerMetrics serves one worker process's own counters; the queue and ledger gauges are
+// served once per deployment by `kontextq serve`.
+func serveWorkerMetrics(ctx context.Context, addr string, m *server.Metrics, log *slog.Logger) (stop func(), err error) {
+	reg := prometheus.NewRegistry()
+	if err := reg.Register(m); err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("worker metrics", "url", "http://"+ln.Addr().String()+"/metrics")
+	return func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	}, nil
 }
