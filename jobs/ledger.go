@@ -38,6 +38,7 @@ const (
 	Expired          Reason = "expired"           // the result expired before it could be archived
 	Cancelled        Reason = "cancelled"         // the batch was cancelled
 	Interrupted      Reason = "interrupted"       // a submission was cut off after it may have reached Kie
+	Errored          Reason = "error"             // submitting kept failing (transient errors past every retry)
 )
 
 // ErrNotFound is returned for a job the ledger does not hold (never created, or expired after

@@ -35,6 +35,24 @@ func (w *Worker) handleSubmit(ctx context.Context, t *asynq.Task) error {
 	if err := jobs.DecodePayload(t.Payload(), &p); err != nil {
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}
+	err := w.submitJob(ctx, p.Ref)
+	if err != nil && isFailure(err) && lastAttempt(ctx) {
+		// asynq gives the task up after this: end the job visibly rather than leave it queued
+		// forever. Not when a generate call may be in flight (the marker): that is for the
+		// interrupted-submission path to judge.
+		ok, _, ferr := w.ledger.Apply(ctx, p.Ref, jobs.Change{
+			From: []jobs.State{jobs.Queued}, To: jobs.Failed, Expect: map[string]string{"sub": ""},
+			Set: map[string]string{"r": string(jobs.Errored), "err": "submitting kept failing: " + err.Error()},
+		})
+		if ferr == nil && ok {
+			w.o.Observer.Failed(jobs.Errored)
+		}
+	}
+	return err
+}
+
+func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
+	p := jobs.Payload{Ref: ref}
 	j, err := w.ledger.Get(ctx, p.Ref)
 	if errors.Is(err, jobs.ErrNotFound) {
 		w.log.Warn("submit of a job the ledger does not hold; dropped", "job", p.Ref.String())
@@ -109,8 +127,12 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
 
 	if w.o.Journal != nil {
 		if err := w.o.Journal.Submitting(j.Ref); err != nil {
+			// Without the journal a crash could pay twice; wait for it (a full disk) without
+			// using the job's retries up.
 			_ = w.ledger.ClearSubmitting(cctx, j.Ref, "journal: "+err.Error())
-			return fmt.Errorf("journal: %w", err)
+			w.log.Error("journal not writable; submissions wait", "err", err)
+			now := w.o.Now()
+			return &PausedError{Until: now.Add(30 * time.Second), Reason: "journal not writable: " + err.Error(), now: now}
 		}
 	}
 	req := j.Spec.Request(input, w.o.CallbackURL)

@@ -208,10 +208,14 @@ func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loa
 	close(chunks)
 	wg.Wait()
 	rep.Added, rep.Existing = int(added.Load()), int(existing.Load())
-	if firstErr != nil {
-		return rep, fmt.Errorf("enqueuing %s: %w (re-running the same command resumes; nothing is enqueued twice)", o.Path, firstErr)
+	if ctx.Err() != nil {
+		return rep, &exitError{code: exitFailed, err: fmt.Errorf("interrupted after %d of %d jobs of %s; "+
+			"the same command again resumes (nothing is enqueued twice)", done.Load(), rep.Valid, o.Path)}
 	}
-	return rep, ctx.Err()
+	if firstErr != nil {
+		return rep, fmt.Errorf("enqueuing %s: %w (the same command again resumes; nothing is enqueued twice)", o.Path, firstErr)
+	}
+	return rep, nil
 }
 
 // enqueueChunk records a chunk of jobs in the ledger in one round trip, then queues the submit

@@ -235,3 +235,32 @@ func TestHumanDuration(t *testing.T) {
 		}
 	}
 }
+
+// status --watch keeps showing the batch until interrupted, then exits 0; a missing batch is a
+// usage error.
+func TestStatusWatch(t *testing.T) {
+	t.Parallel()
+	env := redistest.New(t)
+	dir := t.TempDir()
+	path := writeFile(t, filepath.Join(dir, "kites.txt"), []byte("a red kite\na blue kite\n"))
+	if code, out := kq(t, dir, cliEnv(env), "load", path); code != 0 {
+		t.Fatalf("load: exit %d\n%s", code, out)
+	}
+	p := start(t, dir, cliEnv(env), "status", "kites", "--watch", "--every", "100ms")
+	within(t, 30*time.Second, "a progress line", func() bool {
+		return strings.Contains(p.out.String(), "0/2 archived · 0 failed · 0 generating · 0 archiving · 2 queued")
+	})
+	time.Sleep(300 * time.Millisecond) // a few refreshes: unchanged counts print no new line
+	if err := p.cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	if code := p.wait(t, 10*time.Second); code != 0 {
+		t.Errorf("status --watch exited %d after an interrupt, want 0", code)
+	}
+	if n := strings.Count(p.out.String(), "2 queued"); n != 1 {
+		t.Errorf("%d progress lines for unchanged counts, want 1:\n%s", n, p.out.String())
+	}
+	if code, out := kq(t, dir, cliEnv(env), "status", "nope"); code != exitUsage || !strings.Contains(out, `batch "nope": not in the ledger`) {
+		t.Errorf("status of a missing batch: exit %d\n%s", code, out)
+	}
+}
