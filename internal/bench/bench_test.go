@@ -204,7 +204,37 @@ func TestRunSmoke(t *testing.T) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
+// BenchmarkRateLimit runs the "one" case with 100 jobs, kontextq and the naive client, and
+// reports kontextq's figures and its time as a ratio of the naive client's, measured in the same
+// run:
+//
+//	go test -run '^$' -bench RateLimit -benchtime 1x ./internal/bench/
+func BenchmarkRateLimit(b *testing.B) {
+	env := redistest.New(b)
+	o := Options{
+		Redis: env.Client, Namespace: env.Prefix + "bench", Jobs: 100,
+		Logger: slog.New(slog.NewTextHandler(testWriter{b}, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	cases, err := SelectCases("one")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var rs []Result
+	for b.Loop() {
+		if rs, err = Run(context.Background(), o, cases); err != nil {
+			b.Fatal(err)
+		}
+	}
+	k, n := rs[0].Kontextq, rs[0].Naive
+	b.ReportMetric(100*k.Utilisation, "util-%")
+	b.ReportMetric(k.Per100(), "429s/100")
+	b.ReportMetric(k.VsIdeal(), "x-ideal")
+	b.ReportMetric(100*n.Utilisation, "naive-util-%")
+	b.ReportMetric(n.Per100(), "naive-429s/100")
+	b.ReportMetric(k.Elapsed.Seconds()/n.Elapsed.Seconds(), "x-naive-time")
+}
+
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(p)))

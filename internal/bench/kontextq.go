@@ -111,13 +111,9 @@ func newWorker(o Options, c Case, sim *simServer, ns, account, dir string) (*wor
 	mk := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
 		return ratelimit.New(o.Redis, ratelimit.Options{Name: name, Account: account, Prefix: ns + ":", Rate: r})
 	}
-	var sl worker.Limiter = mk("generate", ratelimit.Rate{Events: c.Told * o.Limit, Per: o.Window})
-	if wrapLimiter != nil {
-		sl = wrapLimiter(sl)
-	}
 	w, err := worker.New(worker.Options{
 		Redis: o.Redis, Kie: kc, Store: store, Namespace: ns,
-		SubmitLimiter:   sl,
+		SubmitLimiter:   mk("generate", ratelimit.Rate{Events: c.Told * o.Limit, Per: o.Window}),
 		PollLimiter:     mk("record-info", ratelimit.Rate{Events: kiePollEvents, Per: o.compress(kiePollPer)}),
 		TransferLimiter: mk("transfer", ratelimit.Rate{Events: 100, Per: time.Second}),
 		SubmitWorkers:   o.SubmitWorkers,
@@ -169,5 +165,3 @@ func watch(ctx context.Context, l *jobs.Ledger, o Options, c Case, storm *storme
 func timeout(o Options, c Case) time.Duration {
 	return 10*o.ideal(c) + time.Minute
 }
-
-var wrapLimiter func(worker.Limiter) worker.Limiter

@@ -124,9 +124,6 @@ func (s *simServer) record(next http.Handler) http.Handler {
 // figures reads the simulator's counters and records into Figures (Jobs, Archived, Failed,
 // Elapsed and Ideal are the caller's).
 func (s *simServer) figures(o Options) Figures {
-	if debugHook != nil {
-		debugHook(s)
-	}
 	st := s.Stats()
 	var accepted []time.Time
 	for _, t := range s.Tasks() {
@@ -194,5 +191,3 @@ func (st *stormer) tick(now time.Time) {
 }
 
 var errTimeout = errors.New("bench: the batch did not finish in time")
-
-var debugHook func(*simServer)
