@@ -10,11 +10,14 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/server"
 )
 
 func newRunCmd() *cobra.Command {
 	var bf batchFlags
+	var noServe bool
 	cmd := &cobra.Command{
 		Use:   "run FILE",
 		Short: "Load a job file, work it in this process, and exit when every job is archived or failed",
@@ -49,11 +52,18 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 				return err
 			}
 			defer store.Close()
-			w, _, err := newWorker(ctx, cfg, rdb, log, store, withJournal(jr))
+			m := server.NewMetrics()
+			w, lim, err := newWorker(ctx, cfg, rdb, log, store, withJournal(jr), withMetrics(m))
 			if err != nil {
 				return err
 			}
 			defer w.Close()
+			if !noServe {
+				kc, _ := newKie(cfg)
+				if stopServe := serveDuringRun(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: lim, Credits: kc, Metrics: m, Log: log}, cmd.OutOrStdout()); stopServe != nil {
+					defer stopServe()
+				}
+			}
 			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
 			defer enq.Close()
 
@@ -83,7 +93,28 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 		},
 	}
 	bf.register(cmd)
+	cmd.Flags().BoolVar(&noServe, "no-serve", false, "do not serve the dashboard, metrics, API and callbacks on --listen while the batch runs")
 	return cmd
+}
+
+// serveDuringRun starts the HTTP server beside a run when it can do so safely: on a loopback
+// address a token is optional (only local users reach it); elsewhere it needs KONTEXTQ_API_TOKEN.
+// A busy port or a missing token is reported and the batch goes on without it.
+func serveDuringRun(ctx context.Context, cfg config.Config, d serveDeps, out io.Writer) (stop func()) {
+	if cfg.APIToken == "" {
+		if !server.IsLoopback(cfg.Listen) {
+			d.Log.Warn("not serving the dashboard: --listen is not a loopback address and KONTEXTQ_API_TOKEN is not set", "listen", cfg.Listen)
+			return nil
+		}
+		d.Flags.insecureNoToken = true
+	}
+	addr, stop, err := startServer(ctx, cfg, d)
+	if err != nil {
+		d.Log.Warn("not serving the dashboard (use --listen to choose another address, --no-serve to silence this)", "err", err)
+		return nil
+	}
+	fmt.Fprintf(out, "dashboard: http://%s/monitoring/  metrics: http://%s/metrics\n", addr, addr)
+	return stop
 }
 
 func validBatch(b string) error {
