@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/config"
@@ -244,4 +245,49 @@ func parseRateFlag(flag, v string) (ratelimit.Rate, error) {
 		return r, usageErr(fmt.Errorf("%s: %v", flag, err))
 	}
 	return r, nil
+}
+
+// session is what most commands start from: their settings, a logger, and the one Redis client
+// everything in the process shares.
+type session struct {
+	cfg config.Config
+	log *slog.Logger
+	rdb redis.UniversalClient
+}
+
+// openSession loads cmd's settings (requiring the Kie key when needKey) and connects to Redis.
+func openSession(cmd *cobra.Command, needKey bool) (*session, error) {
+	cfg, err := loadConfig(cmd)
+	if err != nil {
+		return nil, err
+	}
+	if needKey {
+		if err := cfg.RequireKieKey(); err != nil {
+			return nil, usageErr(err)
+		}
+	}
+	rdb, err := openRedis(cmd.Context(), cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &session{cfg: cfg, log: newLogger(cfg, cmd.ErrOrStderr()), rdb: rdb}, nil
+}
+
+func (s *session) Close() error { return s.rdb.Close() }
+
+func (s *session) ledger() *jobs.Ledger {
+	return jobs.NewLedger(s.rdb, jobs.LedgerOptions{Namespace: s.cfg.Namespace, Retention: s.cfg.Retention})
+}
+
+// batchLedger is the ledger and the batch's counts, once batch is known to be in it.
+func (s *session) batchLedger(ctx context.Context, batch string) (*jobs.Ledger, jobs.Counts, error) {
+	l := s.ledger()
+	c, err := l.Counts(ctx, batch)
+	if err != nil {
+		return nil, c, err
+	}
+	if c.Total == 0 {
+		return nil, c, usageErr(fmt.Errorf("batch %q: not in the ledger of namespace %s (kontextq status lists the batches)", batch, s.cfg.Namespace))
+	}
+	return l, c, nil
 }

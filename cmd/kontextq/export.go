@@ -52,24 +52,15 @@ archive are the lasting record, and export says how many are missing.`,
 			if format != "jsonl" && format != "csv" {
 				return usageErr(fmt.Errorf("--format %q: want jsonl or csv", format))
 			}
-			cfg, err := loadConfig(cmd)
+			s, err := openSession(cmd, false)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			rdb, err := openRedis(ctx, cfg)
+			defer s.Close()
+			ctx, batch := cmd.Context(), args[0]
+			l, c, err := s.batchLedger(ctx, batch)
 			if err != nil {
 				return err
-			}
-			defer rdb.Close()
-			l := jobs.NewLedger(rdb, jobs.LedgerOptions{Namespace: cfg.Namespace})
-			batch := args[0]
-			c, err := l.Counts(ctx, batch)
-			if err != nil {
-				return err
-			}
-			if c.Total == 0 {
-				return usageErr(fmt.Errorf("batch %q: not in the ledger of namespace %s (kontextq status lists the batches)", batch, cfg.Namespace))
 			}
 			n, err := exportTo(ctx, l, batch, format, outPath, cmd.OutOrStdout())
 			if err != nil {

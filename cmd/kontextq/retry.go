@@ -33,24 +33,17 @@ retry prints what it did and is idempotent: a second run finds nothing more to r
 			if !failed {
 				return usageErr(errors.New("say which jobs to retry: --failed"))
 			}
-			cfg, err := loadConfig(cmd)
+			s, err := openSession(cmd, false)
 			if err != nil {
 				return err
 			}
-			ctx := cmd.Context()
-			rdb, err := openRedis(ctx, cfg)
+			defer s.Close()
+			ctx, batch := cmd.Context(), args[0]
+			l, _, err := s.batchLedger(ctx, batch)
 			if err != nil {
 				return err
 			}
-			defer rdb.Close()
-			l := jobs.NewLedger(rdb, jobs.LedgerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
-			batch := args[0]
-			if c, err := l.Counts(ctx, batch); err != nil {
-				return err
-			} else if c.Total == 0 {
-				return usageErr(fmt.Errorf("batch %q: not in the ledger of namespace %s (kontextq status lists the batches)", batch, cfg.Namespace))
-			}
-			tasks := newSubmitTasks(rdb, cfg.Namespace)
+			tasks := newSubmitTasks(s.rdb, s.cfg.Namespace)
 			defer tasks.Close()
 			return retryFailed(ctx, l, tasks, batch, interrupted, cmd.OutOrStdout())
 		},

@@ -56,20 +56,12 @@ Callbacks are verified with KIE_WEBHOOK_HMAC_KEY and only ever trigger a status 
 no work itself: run workers (kontextq worker) against the same Redis and namespace.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
+			s, err := openSession(cmd, true)
 			if err != nil {
 				return err
 			}
-			if err := cfg.RequireKieKey(); err != nil {
-				return usageErr(err)
-			}
-			ctx := cmd.Context()
-			log := newLogger(cfg, cmd.ErrOrStderr())
-			rdb, err := openRedis(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
+			defer s.Close()
+			ctx, cfg, log, rdb := cmd.Context(), s.cfg, s.log, s.rdb
 			// The worker is never run here: its Check only enqueues a poll for the workers.
 			w, lim, err := newWorker(ctx, cfg, rdb, log, noStore{})
 			if err != nil {

@@ -34,20 +34,15 @@ shown is then measured over the last minute. --wait returns when the batch has f
 exit codes: 0 every job archived, 1 some failed (each listed with its reason).`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd)
-			if err != nil {
-				return err
-			}
 			if len(args) == 0 && (watch || wait) {
 				return usageErr(errors.New("--watch and --wait need a BATCH"))
 			}
-			ctx := cmd.Context()
-			rdb, err := openRedis(ctx, cfg)
+			s, err := openSession(cmd, false)
 			if err != nil {
 				return err
 			}
-			defer rdb.Close()
-			l := jobs.NewLedger(rdb, jobs.LedgerOptions{Namespace: cfg.Namespace})
+			defer s.Close()
+			ctx, cfg, l := cmd.Context(), s.cfg, s.ledger()
 			out := cmd.OutOrStdout()
 			if len(args) == 0 {
 				return listBatches(ctx, l, out)

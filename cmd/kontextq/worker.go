@@ -23,20 +23,12 @@ func newWorkerCmd() *cobra.Command {
 		Short: "Work queued jobs until SIGTERM (run any number, on any number of machines)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
+			s, err := openSession(cmd, true)
 			if err != nil {
 				return err
 			}
-			if err := cfg.RequireKieKey(); err != nil {
-				return usageErr(err)
-			}
-			ctx := cmd.Context()
-			log := newLogger(cfg, cmd.ErrOrStderr())
-			rdb, err := openRedis(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer rdb.Close()
+			defer s.Close()
+			ctx, cfg, log, rdb := cmd.Context(), s.cfg, s.log, s.rdb
 			store, err := openStore(ctx, cfg)
 			if err != nil {
 				return err
