@@ -190,7 +190,11 @@ type Result struct {
 func (r Result) Misses() []string {
 	t, f := r.Case.Target, r.Kontextq
 	var out []string
-	if t.MinUtilisation > 0 && !(f.Utilisation >= t.MinUtilisation) {
+	switch {
+	case t.MinUtilisation <= 0:
+	case math.IsNaN(f.Utilisation):
+		out = append(out, "utilisation not measured: no whole window to measure (use more --jobs)")
+	case f.Utilisation < t.MinUtilisation:
 		out = append(out, fmt.Sprintf("utilisation %s < %s", pct(f.Utilisation), pct(t.MinUtilisation)))
 	}
 	if t.Check429 && !(f.Per100() <= t.MaxPer100) {

@@ -100,7 +100,7 @@ func TestMisses(t *testing.T) {
 	}{
 		{"all met", one, good, nil},
 		{"utilisation low", one, with(good, func(f *Figures) { f.Utilisation = 0.9 }), []string{"utilisation 90.0% < 97.0%"}},
-		{"utilisation unmeasured", one, with(good, func(f *Figures) { f.Utilisation = math.NaN() }), []string{"utilisation n/a < 97.0%"}},
+		{"utilisation unmeasured", one, with(good, func(f *Figures) { f.Utilisation = math.NaN() }), []string{"utilisation not measured: no whole window to measure (use more --jobs)"}},
 		{"too many 429s", one, with(good, func(f *Figures) { f.RateLimited = 6 }), []string{"2.0 429s per 100 accepted > 1"}},
 		{"late 429s", overtold, with(good, func(f *Figures) { f.RateLimited, f.LateRateLimited = 5, 1 }), []string{"1 429s after the first 3 windows"}},
 		{"a failure", storm, with(good, func(f *Figures) { f.Archived, f.Failed = 299, 1 }), []string{"299 of 300 jobs archived, 1 failed"}},
