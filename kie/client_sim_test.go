@@ -297,3 +297,24 @@ func TestSimTransientFaults(t *testing.T) {
 		t.Errorf("reading a cut-off image: %v, want a transient error", err)
 	}
 }
+
+// Kie documents no Retry-After header; when one appears on a 429 or a 455, the client carries it
+// to the caller in either signalling form.
+func TestSimRetryAfterReachesTheCaller(t *testing.T) {
+	for _, sig := range []kietest.Signal{kietest.SignalBody, kietest.SignalHTTP} {
+		b := setupSim(t, kietest.Options{GenerateLimit: 1, GenerateWindow: 10 * time.Second, ErrorSignal: sig, RetryAfter: 7 * time.Second})
+		ctx := context.Background()
+		if _, err := b.client.Generate(ctx, kie.GenerateRequest{Prompt: "first"}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := b.client.Generate(ctx, kie.GenerateRequest{Prompt: "second"})
+		if !kie.IsRateLimited(err) || kie.RetryAfter(err) != 7*time.Second {
+			t.Errorf("signal %v: got %v with RetryAfter %s, want a 429 asking for 7s", sig, err, kie.RetryAfter(err))
+		}
+		b.sim.SetMaintenance(true)
+		_, err = b.client.Credits(ctx)
+		if !kie.IsMaintenance(err) || kie.RetryAfter(err) != 7*time.Second {
+			t.Errorf("signal %v: got %v with RetryAfter %s, want a 455 asking for 7s", sig, err, kie.RetryAfter(err))
+		}
+	}
+}

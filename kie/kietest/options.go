@@ -111,6 +111,10 @@ type Options struct {
 
 	// ImageMaxSide is the long side of generated images in pixels. Default 128.
 	ImageMaxSide int
+
+	// RetryAfter, when set, adds a Retry-After header (whole seconds) to 429 and 455 answers.
+	// Kie documents none; clients must honour one if it ever appears.
+	RetryAfter time.Duration
 }
 
 func (o Options) withDefaults() Options {

@@ -6,8 +6,10 @@ import (
 	"encoding/json"
 	"hash/fnv"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -292,6 +294,13 @@ func (s *Sim) write(w http.ResponseWriter, ep endpoint, a answer) {
 		s.mu.Unlock()
 		if sig == SignalHTTP || a.httpOnly {
 			status = a.code
+		}
+		s.mu.Lock()
+		ra := s.o.RetryAfter
+		s.mu.Unlock()
+		if ra > 0 && (a.code == 429 || a.code == 455) {
+			// Kie documents no Retry-After; a client must still honour one if it appears.
+			w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(ra.Seconds()))))
 		}
 	}
 	s.countAnswer(ep.name, a.code)
