@@ -20,11 +20,13 @@ const SubmitMaxRetry = 50
 func SubmitTask(q Queues, r Ref, submission int) (*asynq.Task, []asynq.Option) {
 	return asynq.NewTask(TypeSubmit, EncodePayload(Payload{Ref: r})), []asynq.Option{
 		asynq.Queue(q.Submit),
-		asynq.TaskID(fmt.Sprintf("submit:%s:%d", r, submission)),
+		asynq.TaskID(submitTaskID(r, submission)),
 		asynq.MaxRetry(SubmitMaxRetry),
 		asynq.Timeout(2 * time.Minute),
 	}
 }
+
+func submitTaskID(r Ref, submission int) string { return fmt.Sprintf("submit:%s:%d", r, submission) }
 
 // EnqueuerOptions configure an Enqueuer.
 type EnqueuerOptions struct {
@@ -37,20 +39,21 @@ type EnqueuerOptions struct {
 type Enqueuer struct {
 	ledger *Ledger
 	client *asynq.Client
+	insp   *asynq.Inspector
 	queues Queues
 }
 
 // NewEnqueuer returns an Enqueuer on rdb. It does not close rdb.
 func NewEnqueuer(rdb redis.UniversalClient, o EnqueuerOptions) *Enqueuer {
 	l := NewLedger(rdb, LedgerOptions{Namespace: o.Namespace, Retention: o.Retention})
-	return &Enqueuer{ledger: l, client: asynq.NewClientFromRedisClient(rdb), queues: QueuesFor(l.ns)}
+	return &Enqueuer{ledger: l, client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), queues: QueuesFor(l.ns)}
 }
 
 // Ledger is the Enqueuer's ledger.
 func (e *Enqueuer) Ledger() *Ledger { return e.ledger }
 
-// Close releases the Enqueuer's queue client (not the Redis client).
-func (e *Enqueuer) Close() error { return e.client.Close() }
+// Close releases the Enqueuer's queue clients (not the Redis client).
+func (e *Enqueuer) Close() error { return errors.Join(e.client.Close(), e.insp.Close()) }
 
 // Outcome says what Enqueue did.
 type Outcome struct {
@@ -98,8 +101,32 @@ func (e *Enqueuer) enqueueValid(ctx context.Context, s *Spec) (Outcome, error) {
 }
 
 // QueueSubmit queues the submit task of a queued job that has had submissions paid submissions.
+// A live task with the same id (pending, scheduled, retrying, running) makes it a no-op. A task
+// asynq archived (or kept completed) with that id will never run again, yet would make the new
+// one a silent no-op and leave the job queued forever: it is deleted and the task queued anew.
 func (e *Enqueuer) QueueSubmit(ctx context.Context, r Ref, submissions int) error {
 	t, opts := SubmitTask(e.queues, r, submissions)
+	_, err := e.client.EnqueueContext(ctx, t, opts...)
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, asynq.ErrTaskIDConflict) {
+		return fmt.Errorf("enqueue %s: %w", r, err)
+	}
+	id := submitTaskID(r, submissions)
+	info, err := e.insp.GetTaskInfo(e.queues.Submit, id)
+	switch {
+	case errors.Is(err, asynq.ErrTaskNotFound):
+		// It ended between the two calls: the id is free now.
+	case err != nil:
+		return fmt.Errorf("enqueue %s: %w", r, err)
+	case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
+		return nil
+	default:
+		if err := e.insp.DeleteTask(e.queues.Submit, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
+			return fmt.Errorf("enqueue %s: freeing task id %s: %w", r, id, err)
+		}
+	}
 	if _, err := e.client.EnqueueContext(ctx, t, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
 		return fmt.Errorf("enqueue %s: %w", r, err)
 	}

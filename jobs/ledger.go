@@ -152,17 +152,33 @@ func (l *Ledger) tasksKey() string            { return l.ns + ":tasks" }
 func (l *Ledger) expiryKey() string           { return l.ns + ":expiry" }
 func (l *Ledger) inflightKey() string         { return l.ns + ":inflight" }
 
+// createScript records a queued job unless it exists. A job in the batch's failed set whose
+// record is gone failed and then expired after the retention: the batch still counts and lists
+// it, so it becomes queued again in place (as a retry would make it) rather than a second job.
+//
+// KEYS: job, batch counters, batch job list, batches set, batch failed set.
+// ARGV: spec, now ms, id, batch, ref.
 var createScript = redis.NewScript(`
 local s = redis.call('HGET', KEYS[1], 's')
 if s then return {s, tonumber(redis.call('HGET', KEYS[1], 'n') or '0')} end
 redis.call('HSET', KEYS[1], 's', 'queued', 'spec', ARGV[1], 'c', ARGV[2], 'u', ARGV[2])
 redis.call('HINCRBY', KEYS[2], 'queued', 1)
+if redis.call('SREM', KEYS[5], ARGV[5]) == 1 then
+  redis.call('HINCRBY', KEYS[2], 'failed', -1)
+  return {'', 0}
+end
 redis.call('HINCRBY', KEYS[2], 'total', 1)
 redis.call('HSETNX', KEYS[2], 'created', ARGV[2])
 redis.call('RPUSH', KEYS[3], ARGV[3])
 redis.call('SADD', KEYS[4], ARGV[4])
 return {'', 0}
 `)
+
+// createArgs are the keys and arguments of createScript for a job.
+func (l *Ledger) createArgs(r Ref, spec []byte, now string) ([]string, []any) {
+	return []string{l.jobKey(r), l.batchKey(r.Batch), l.batchJobs(r.Batch), l.batchesKey(), l.batchFailed(r.Batch)},
+		[]any{spec, now, r.ID, r.Batch, r.String()}
+}
 
 // Create records a new queued job unless the ledger already holds one with the same batch and id.
 // It reports the state of the existing job ("" when created) and its paid submissions so far.
@@ -175,9 +191,8 @@ func (l *Ledger) Create(ctx context.Context, s *Spec) (existing State, submissio
 		return "", 0, fmt.Errorf("ledger create %s/%s: %w", s.Batch, s.ID, err)
 	}
 	r := Ref{Batch: s.Batch, ID: s.ID}
-	res, err := createScript.Run(ctx, l.rdb,
-		[]string{l.jobKey(r), l.batchKey(r.Batch), l.batchJobs(r.Batch), l.batchesKey()},
-		spec, ms(l.now()), r.ID, r.Batch).Slice()
+	keys, args := l.createArgs(r, spec, ms(l.now()))
+	res, err := createScript.Run(ctx, l.rdb, keys, args...).Slice()
 	if err != nil {
 		return "", 0, fmt.Errorf("ledger create %s: %w", r, err)
 	}

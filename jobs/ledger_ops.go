@@ -52,9 +52,8 @@ func (l *Ledger) CreateMany(ctx context.Context, specs []*Spec) ([]Created, erro
 				return fmt.Errorf("%s/%s: %w", s.Batch, s.ID, err)
 			}
 			r := Ref{Batch: s.Batch, ID: s.ID}
-			cmds[i] = createScript.EvalSha(ctx, p,
-				[]string{l.jobKey(r), l.batchKey(r.Batch), l.batchJobs(r.Batch), l.batchesKey()},
-				spec, now, r.ID, r.Batch)
+			keys, args := l.createArgs(r, spec, now)
+			cmds[i] = createScript.EvalSha(ctx, p, keys, args...)
 		}
 		return nil
 	})

@@ -247,3 +247,45 @@ func TestInfoRecordsPace(t *testing.T) {
 		t.Errorf("info %+v; want first submission at %v and last end 80s later", info, start)
 	}
 }
+
+// A failed job's record expires after the retention; the batch keeps its counters and its failed
+// set. Loading the job again makes it one job again, not a second one beside a failure that no
+// longer exists: otherwise the batch never reads as all archived and run exits 1 for a job that
+// was archived the second time.
+func TestCreateAfterFailedRecordExpired(t *testing.T) {
+	l, env, _ := opsSetup(t)
+	ctx := context.Background()
+	ss := specs("b", 2)
+	if _, err := l.CreateMany(ctx, ss); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"j00", "j01"} {
+		if ok, err := l.Fail(ctx, Ref{"b", id}, []State{Queued}, "", Rejected, "flagged"); err != nil || !ok {
+			t.Fatalf("fail %s: %v, %v", id, ok, err)
+		}
+		if err := env.Client.Del(ctx, l.jobKey(Ref{"b", id})).Err(); err != nil { // the retention passed
+			t.Fatal(err)
+		}
+	}
+	// Loaded again: one through Create, one through CreateMany.
+	if st, _, err := l.Create(ctx, ss[0]); err != nil || st != "" {
+		t.Fatalf("create again: %q, %v", st, err)
+	}
+	if res, err := l.CreateMany(ctx, ss[1:]); err != nil || res[0].Existing != "" {
+		t.Fatalf("create many again: %+v, %v", res, err)
+	}
+	c, err := l.Counts(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != (Counts{Total: 2, Queued: 2}) {
+		t.Errorf("counts %+v, want 2 jobs, both queued", c)
+	}
+	if fails, err := l.Failures(ctx, "b"); err != nil || len(fails) != 0 {
+		t.Errorf("failures %d, %v; want none", len(fails), err)
+	}
+	n := 0
+	if err := l.Each(ctx, "b", func(*Job) error { n++; return nil }); err != nil || n != 2 {
+		t.Errorf("Each visited %d jobs, %v; want 2", n, err)
+	}
+}

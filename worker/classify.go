@@ -103,19 +103,36 @@ func Classify(err error) Decision {
 	}
 }
 
-// notSent reports whether a failed HTTP call certainly never reached the server: the connection
-// was refused or could not be made. Anything else after the request was written (a timeout, a
-// reset) may have created a task at Kie.
+// notSent reports whether a failed generate call certainly created no task: Kie refused it, or
+// the connection was refused or could not be made. Anything else after the request was written
+// (a timeout, a reset, an answer that is not Kie's) may have created a task at Kie.
 func notSent(err error) bool {
 	var ke *kie.Error
 	if errors.As(err, &ke) {
-		return true // Kie answered
+		return refused(ke)
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
 		return true
 	}
 	return errors.Is(err, syscall.ECONNREFUSED)
+}
+
+// refused reports whether an error answer certainly created no task. Kie's own codes and any
+// 4xx (Kie's, or its CDN refusing the request before it reached Kie) did not. A 2xx answer that
+// could not be read (code 0) may carry a task id never seen, and a 5xx that is not one of Kie's
+// (502, 503, 504, Cloudflare's 52x: a gateway between the worker and Kie gave up) may hide a task
+// Kie went on to create.
+func refused(e *kie.Error) bool {
+	switch {
+	case e.HTTPStatus == 0:
+		return true // no request was sent
+	case e.Code == 0:
+		return false
+	case e.Code >= 500:
+		return e.Code == kie.CodeServerError || e.Code == kie.CodeGenerationFailed || e.Code == kie.CodeFeatureDisabled
+	}
+	return true
 }
 
 // isFailure tells asynq whether an error counts against the task's retries.

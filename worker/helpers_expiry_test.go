@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
@@ -19,17 +20,27 @@ func calmSim() kietest.Options {
 	}
 }
 
-// another is a second worker process on the bundle's Redis, namespace, simulator and archive.
+// another is a second worker process on the bundle's Redis (or wo.Redis, a client of it),
+// namespace, simulator (or wo.Kie) and archive.
 func (b *bundle) another(t *testing.T, wo worker.Options) *worker.Worker {
 	t.Helper()
 	mk := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
 		return ratelimit.New(b.env.Client, ratelimit.Options{Name: name, Account: "test", Prefix: b.env.Prefix, Rate: r})
 	}
-	wo.Redis, wo.Kie, wo.Store, wo.Namespace = b.env.Client, b.kie, b.store, b.env.Prefix+"ns"
+	if wo.Redis == nil {
+		wo.Redis = b.env.Client
+	}
+	if wo.Kie == nil {
+		wo.Kie = b.kie
+	}
+	wo.Store, wo.Namespace = b.store, b.env.Prefix+"ns"
 	wo.SubmitLimiter = mk("generate", ratelimit.Rate{Events: 20, Per: time.Second})
 	wo.PollLimiter = mk("record-info", ratelimit.Rate{Events: 50, Per: time.Second})
 	wo.TransferLimiter = mk("transfer", ratelimit.Rate{Events: 200, Per: time.Second})
 	wo.SpoolDir = t.TempDir()
+	if wo.Logger == nil {
+		wo.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))
+	}
 	w, err := worker.New(wo)
 	if err != nil {
 		t.Fatal(err)

@@ -61,6 +61,11 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	switch j.State {
 	case jobs.Generated:
 		return w.queueArchive(ctx, j)
+	case jobs.Queued:
+		// A poll that sent the job back for a resubmission may have failed to queue the submit
+		// task (recordFailure) and is now retried: queue it, or nothing will. A no-op when the
+		// task is there.
+		return w.enq.QueueSubmit(ctx, j.Ref, j.Submissions)
 	case jobs.Submitted:
 	default:
 		return nil

@@ -73,7 +73,7 @@ func (w *Worker) Restore(ctx context.Context, r jobs.Ref, p Paid) (jobs.State, e
 	}
 	if p.InFlight {
 		msg := "a submission was interrupted (the process died) after it may have reached Kie (and been billed); not sent again. " +
-			"`kontextq retry " + j.Batch + " --failed` submits it anew"
+			"`kontextq retry " + j.Batch + " --failed --include-interrupted` submits it anew"
 		if _, err := w.ledger.Fail(ctx, r, []jobs.State{jobs.Queued}, "", jobs.Interrupted, msg); err != nil {
 			return "", err
 		}

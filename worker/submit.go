@@ -24,6 +24,10 @@ const (
 	// call that set it has certainly ended, so a marker still there means its process died after
 	// sending.
 	submitLease = generateTimeout + 30*time.Second
+	// recordWindow is how long after the marker was set the task id of an answered call may
+	// still be recorded: the rest of the lease, less a margin, so that no other attempt takes
+	// the marker for an interrupted call while this one still tries.
+	recordWindow = submitLease - 5*time.Second
 	// maxLimiterWait bounds how long a submit holds its worker slot waiting for a token.
 	maxLimiterWait = 5 * time.Second
 	// uploadReuse is how long an uploaded input image is reused; Kie may delete uploads after 24 h.
@@ -36,19 +40,44 @@ func (w *Worker) handleSubmit(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}
 	err := w.submitJob(ctx, p.Ref)
-	if err != nil && isFailure(err) && lastAttempt(ctx) {
-		// asynq gives the task up after this: end the job visibly rather than leave it queued
-		// forever. Not when a generate call may be in flight (the marker): that is for the
-		// interrupted-submission path to judge.
+	if err == nil || !lastAttempt(ctx) {
+		return err
+	}
+	// asynq archives the task after this attempt whatever the error, even one that isFailure
+	// calls harmless (waiting for the rate limit, a pause). Nothing looks at a queued job whose
+	// submit task is archived, so the job must end here or get a task of its own.
+	if isFailure(err) {
+		// Transient errors past every retry: end the job visibly. Not when a generate call may
+		// be in flight (the marker): that is for the interrupted-submission path to judge.
 		ok, _, ferr := w.ledger.Apply(ctx, p.Ref, jobs.Change{
 			From: []jobs.State{jobs.Queued}, To: jobs.Failed, Expect: map[string]string{"sub": ""},
 			Set: map[string]string{"r": string(jobs.Errored), "err": "submitting kept failing: " + err.Error()},
 		})
 		if ferr == nil && ok {
 			w.o.Observer.Failed(jobs.Errored)
+			return err
 		}
 	}
+	if serr := w.queueSuccessor(ctx, t, p.Ref, err); serr != nil {
+		w.log.Error("submit task gave up and its successor could not be queued; loading the batch's file again queues it",
+			"job", p.Ref.String(), "err", serr)
+	}
 	return err
+}
+
+// queueSuccessor queues a new submit task for a job whose task asynq is about to archive, after
+// the delay that err asks for. It has an id of its own (the archived task keeps the job's usual
+// one): a second live submit task of a job is harmless, as every submit checks the ledger first.
+func (w *Worker) queueSuccessor(ctx context.Context, t *asynq.Task, r jobs.Ref, err error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	maxN, _ := asynq.GetMaxRetry(ctx)
+	task, opts := jobs.SubmitTask(w.queues, r, 0)
+	opts = append(opts, asynq.TaskID("submit:"+r.String()+":next:"+newToken()), asynq.ProcessIn(taskRetryDelay(maxN, err, t)))
+	if _, err := w.client.EnqueueContext(ctx, task, opts...); err != nil {
+		return fmt.Errorf("queuing the next submit task of %s: %w", r, err)
+	}
+	return nil
 }
 
 func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
@@ -80,7 +109,7 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 			return &RateLimitedError{RetryAfter: submitLease - age, Why: "a submission of this job may be in flight"}
 		}
 		msg := "a submission was interrupted after it may have reached Kie (and been billed); not sent again. " +
-			"`kontextq retry " + j.Batch + " --failed` submits it anew"
+			"`kontextq retry " + j.Batch + " --failed --include-interrupted` submits it anew"
 		if _, err := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Interrupted, msg); err != nil {
 			return err
 		}
@@ -107,6 +136,7 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 	if err != nil {
 		return err
 	}
+	marked := time.Now()
 	ok, err := w.ledger.MarkSubmitting(ctx, j.Ref, uploadURLIfLocal(j, input), uploadedAt)
 	if err != nil {
 		return err
@@ -114,12 +144,13 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 	if !ok {
 		return &RateLimitedError{RetryAfter: submitLease, Why: "another submission of this job is in flight"}
 	}
-	return w.submit(ctx, j, input)
+	return w.submit(ctx, j, input, marked)
 }
 
 // submit sends the generate call and records its outcome. It runs detached from the handler's
 // cancellation: a call cut off halfway would leave Kie's answer — and a paid task — unknown.
-func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
+// marked is when the submission marker was set.
+func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked time.Time) error {
 	w.submits.Add(1)
 	defer w.submits.Done()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), generateTimeout)
@@ -137,8 +168,12 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
 	}
 	req := j.Spec.Request(input, w.o.CallbackURL)
 	taskID, err := w.o.Kie.Generate(cctx, req)
+	// The outcome is recorded within the marker's lease, not within what the generate call left
+	// of its own timeout: a call that timed out has spent all of it.
+	rctx, rcancel := context.WithDeadline(context.WithoutCancel(ctx), marked.Add(recordWindow))
+	defer rcancel()
 	if err != nil {
-		return w.submitFailed(cctx, j, err)
+		return w.submitFailed(rctx, j, err)
 	}
 	w.o.Observer.Submitted()
 	if w.o.Journal != nil {
@@ -146,11 +181,13 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
 			w.log.Error("journal write failed", "job", j.Ref.String(), "task", taskID, "err", jerr)
 		}
 	}
+	// The task is paid for: keep trying to record its id through a Redis outage for as long as
+	// the marker keeps other attempts off the job.
 	var recErr error
-	for i, d := range []time.Duration{0, 100 * time.Millisecond, 500 * time.Millisecond, 2 * time.Second} {
-		time.Sleep(d)
+record:
+	for try, wait := 1, 100*time.Millisecond; ; try, wait = try+1, min(2*wait, 2*time.Second) {
 		var ok bool
-		ok, recErr = w.ledger.RecordSubmitted(cctx, j.Ref, taskID)
+		ok, recErr = w.ledger.RecordSubmitted(rctx, j.Ref, taskID)
 		if recErr == nil {
 			if !ok {
 				w.log.Error("submitted job changed state meanwhile", "job", j.Ref.String(), "task", taskID)
@@ -158,7 +195,12 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
 			}
 			break
 		}
-		w.log.Warn("recording task id failed", "job", j.Ref.String(), "task", taskID, "try", i+1, "err", recErr)
+		w.log.Warn("recording task id failed", "job", j.Ref.String(), "task", taskID, "try", try, "err", recErr)
+		select {
+		case <-rctx.Done():
+			break record
+		case <-time.After(wait):
+		}
 	}
 	if recErr != nil {
 		// The marker stays: the next attempt fails the job as interrupted instead of paying again.
@@ -166,7 +208,9 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string) error {
 		return recErr
 	}
 	w.log.Debug("submitted", "job", j.Ref.String(), "task", taskID)
-	return w.startPolls(cctx, j.Ref, taskID, "", w.o.FirstPoll)
+	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer pcancel()
+	return w.startPolls(pctx, j.Ref, taskID, "", w.o.FirstPoll)
 }
 
 // submitFailed handles a generate call that did not return a task id.
@@ -175,10 +219,12 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 		// The request may have reached Kie and created a task we cannot see. Paying twice is
 		// worse than asking the user to retry.
 		msg := fmt.Sprintf("generate call cut off after it was sent (%v); Kie may have created and billed a task. "+
-			"`kontextq retry %s --failed` submits it anew", err, j.Batch)
-		_, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Interrupted, msg)
+			"`kontextq retry %s --failed --include-interrupted` submits it anew", err, j.Batch)
+		ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Interrupted, msg)
 		w.log.Error("submission outcome unknown; job failed rather than paid twice", "job", j.Ref.String(), "err", err)
-		w.o.Observer.Failed(jobs.Interrupted)
+		if ok {
+			w.o.Observer.Failed(jobs.Interrupted)
+		}
 		return ferr
 	}
 	w.journalUnsent(j.Ref)
@@ -256,9 +302,12 @@ func (w *Worker) inputURL(ctx context.Context, j *jobs.Job) (string, time.Time, 
 	}
 	f, err := os.Open(in)
 	if err != nil {
-		ferr := fmt.Sprintf("inputImage %s: %v", in, err)
-		_, _ = w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, ferr)
-		return "", time.Time{}, fmt.Errorf("%w: %s", asynq.SkipRetry, ferr)
+		msg := fmt.Sprintf("inputImage %s: %v", in, err)
+		if _, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, msg); ferr != nil {
+			// Not SkipRetry: the job is still queued, and only this task will end it.
+			return "", time.Time{}, ferr
+		}
+		return "", time.Time{}, fmt.Errorf("%w: %s", asynq.SkipRetry, msg)
 	}
 	defer f.Close()
 	up, err := w.o.Kie.UploadStream(ctx, f, j.ID+filepath.Ext(in), "kontextq/"+j.Batch)

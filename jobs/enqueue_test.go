@@ -1,0 +1,52 @@
+package jobs_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/hibiken/asynq"
+
+	"github.com/kontextq/kontextq/internal/redistest"
+	"github.com/kontextq/kontextq/jobs"
+)
+
+// A queued job whose submit task asynq archived (its last attempt was cut off by a crash) is
+// queued again when its batch is loaded again: that is the remedy the loader promises for a job
+// whose task is missing. A live task is left alone.
+func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
+	env := redistest.New(t)
+	ctx := context.Background()
+	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: env.Prefix + "ns"})
+	defer enq.Close()
+	insp := asynq.NewInspectorFromRedisClient(env.Client)
+	defer insp.Close()
+	q := jobs.QueuesFor(env.Prefix + "ns")
+	spec := jobs.Spec{Batch: "b", ID: "one", Prompt: "a gull over a pier"}
+	id := "submit:b/one:0"
+
+	if _, err := enq.Enqueue(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if err := insp.ArchiveTask(q.Submit, id); err != nil {
+		t.Fatal(err)
+	}
+	out, err := enq.Enqueue(ctx, spec)
+	if err != nil || out.Added || out.State != jobs.Queued {
+		t.Fatalf("enqueue again: %+v, %v", out, err)
+	}
+	info, err := insp.GetTaskInfo(q.Submit, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State != asynq.TaskStatePending {
+		t.Errorf("after loading again the job's submit task is %s, want pending", info.State)
+	}
+
+	// A third load finds the task pending and changes nothing.
+	if _, err := enq.Enqueue(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := insp.ListPendingTasks(q.Submit); err != nil || len(n) != 1 {
+		t.Errorf("pending submit tasks after a third load: %d, %v; want 1", len(n), err)
+	}
+}
