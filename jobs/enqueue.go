@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -53,7 +54,16 @@ func NewEnqueuer(rdb redis.UniversalClient, o EnqueuerOptions) *Enqueuer {
 func (e *Enqueuer) Ledger() *Ledger { return e.ledger }
 
 // Close releases the Enqueuer's queue clients (not the Redis client).
-func (e *Enqueuer) Close() error { return errors.Join(e.client.Close(), e.insp.Close()) }
+func (e *Enqueuer) Close() error { return errors.Join(closeShared(e.client), closeShared(e.insp)) }
+
+// closeShared closes an asynq client or inspector built on a caller's Redis client. asynq refuses
+// to close a connection it shares, and says so with an error; that refusal is the expected outcome.
+func closeShared(c interface{ Close() error }) error {
+	if err := c.Close(); err != nil && !strings.Contains(err.Error(), "shared") {
+		return err
+	}
+	return nil
+}
 
 // Outcome says what Enqueue did.
 type Outcome struct {

@@ -15,10 +15,12 @@ import (
 	"github.com/kontextq/kontextq/jobs"
 )
 
-// The example runs against the test Redis in a namespace of its own, removed afterwards.
+// The example runs against the test Redis in a namespace of its own, removed afterwards. The
+// process id has a fixed width because the cleanup matches the namespace anywhere in a key:
+// "example23" would also match the keys of process 123, running at the same time.
 var (
 	redisURL  = redistest.URL()
-	namespace = fmt.Sprintf("example%d", os.Getpid())
+	namespace = fmt.Sprintf("example%07d", os.Getpid())
 )
 
 // Another Go service enqueues work for kontextq's workers: one job with an id of its own, then a

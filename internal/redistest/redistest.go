@@ -61,11 +61,17 @@ func New(tb testing.TB) *Env {
 		}
 		tb.Skipf("redistest: Redis at %s does not answer (%v); set TEST_REDIS_URL", redact(url), err)
 	}
-	// Short and lower-case, so it also makes a valid kontextq namespace.
-	prefix := fmt.Sprintf("kqt%d-%d-", os.Getpid(), seq.Add(1))
+	// Short and lower-case, so it also makes a valid kontextq namespace. The process id has a
+	// fixed width because cleanup matches the prefix anywhere in a key: with a variable width,
+	// process 23's "kqt23-1-" would also match process 123's "kqt123-1-" keys, and a test in one
+	// package would delete the keys of a test running at the same time in another.
+	prefix := fmt.Sprintf("kqt%07d-%d-", os.Getpid(), seq.Add(1))
+	tb.Logf("redistest: this test's keys hold %q", prefix)
 	e := &Env{Client: c, Prefix: prefix, URL: url}
 	tb.Cleanup(func() {
-		e.Cleanup()
+		if err := e.cleanup(); err != nil {
+			tb.Errorf("redistest: %v", err)
+		}
 		_ = c.Close()
 	})
 	return e
@@ -74,7 +80,9 @@ func New(tb testing.TB) *Env {
 // Keys lists the keys holding the test's prefix.
 func (e *Env) Keys(ctx context.Context) ([]string, error) {
 	var keys []string
-	iter := e.Client.Scan(ctx, 0, "*"+e.Prefix+"*", 1000).Iterator()
+	// SCAN walks the whole keyspace whatever the pattern; large pages keep the round trips
+	// few when the server holds many other keys.
+	iter := e.Client.Scan(ctx, 0, "*"+e.Prefix+"*", 10000).Iterator()
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
 	}
@@ -82,23 +90,39 @@ func (e *Env) Keys(ctx context.Context) ([]string, error) {
 }
 
 // Cleanup deletes every key holding the test's prefix, and the prefix's entries in asynq's
-// global queue set.
-func (e *Env) Cleanup() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+// global queue set. It runs by itself when the test ends; call it to empty the test's keys
+// earlier.
+func (e *Env) Cleanup() { _ = e.cleanup() }
+
+// cleanup reports what it could not delete, so that a leak fails the test that made it
+// instead of piling up on a shared server. A minute is far more than a healthy server needs
+// even when it holds millions of other keys.
+func (e *Env) cleanup() error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	keys, _ := e.Keys(ctx)
+	keys, err := e.Keys(ctx)
+	if err != nil {
+		return fmt.Errorf("listing the keys holding %q: %w", e.Prefix, err)
+	}
 	for len(keys) > 0 {
 		n := min(len(keys), 500)
-		e.Client.Unlink(ctx, keys[:n]...)
+		if err := e.Client.Unlink(ctx, keys[:n]...).Err(); err != nil {
+			return fmt.Errorf("deleting the keys holding %q: %w", e.Prefix, err)
+		}
 		keys = keys[n:]
 	}
-	if qs, err := e.Client.SMembers(ctx, "asynq:queues").Result(); err == nil {
-		for _, q := range qs {
-			if strings.Contains(q, e.Prefix) {
-				e.Client.SRem(ctx, "asynq:queues", q)
+	qs, err := e.Client.SMembers(ctx, "asynq:queues").Result()
+	if err != nil {
+		return fmt.Errorf("reading asynq's queue set: %w", err)
+	}
+	for _, q := range qs {
+		if strings.Contains(q, e.Prefix) {
+			if err := e.Client.SRem(ctx, "asynq:queues", q).Err(); err != nil {
+				return fmt.Errorf("removing queue %s from asynq's queue set: %w", q, err)
 			}
 		}
 	}
+	return nil
 }
 
 func redact(url string) string {
