@@ -65,9 +65,13 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		// Unsigned, or signed while no key is configured: it proves nothing, and a poll is all
 		// it can cause.
 	default:
-		why := "unsigned callbacks are not accepted (configure KIE_WEBHOOK_HMAC_KEY, or allow unsigned callbacks)"
-		if signed {
+		why := "unsigned callbacks are not accepted (set KIE_WEBHOOK_HMAC_KEY and have Kie sign them, or start serve with --allow-unsigned-callbacks)"
+		switch {
+		case signed:
 			why = "signed callback but no HMAC key is configured (set KIE_WEBHOOK_HMAC_KEY)"
+		case len(s.o.HMACKey) > 0:
+			why = "unsigned callback refused: KIE_WEBHOOK_HMAC_KEY is set, so a callback must carry Kie's " +
+				kie.HeaderWebhookTimestamp + " and " + kie.HeaderWebhookSignature + " headers"
 		}
 		s.log.Warn("callback refused", "task", task, "remote", r.RemoteAddr, "why", why)
 		s.o.Metrics.callbacks.WithLabelValues("unsigned").Inc()

@@ -81,6 +81,28 @@ func TestCallbacks(t *testing.T) {
 	}
 }
 
+// A refused unsigned callback says what is missing: with a key configured, the signature headers
+// (not the key, which is set); without one, the key or --allow-unsigned-callbacks.
+func TestUnsignedCallbackRefusalSaysWhatIsMissing(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		key       []byte
+		want, not string
+	}{
+		{"key configured", []byte(testHMAC), kie.HeaderWebhookSignature, "set KIE_WEBHOOK_HMAC_KEY"},
+		{"no key", nil, "--allow-unsigned-callbacks", kie.HeaderWebhookSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := setup(t, fixtureOpts{server: func(o *server.Options) { o.HMACKey = tc.key }})
+			f.submitted(t, "cb", "a heron", "task-1")
+			code, b := f.do(t, "POST", "/kie/callback", "application/json", callbackBody("task-1", ""))
+			if code != 401 || !strings.Contains(string(b), tc.want) || strings.Contains(string(b), tc.not) {
+				t.Errorf("unsigned callback = %d %s, want 401 naming %q and not %q", code, b, tc.want, tc.not)
+			}
+		})
+	}
+}
+
 func TestDuplicateCallbackQueuesOneCheck(t *testing.T) {
 	f := setup(t, fixtureOpts{})
 	f.submitted(t, "cb", "a heron", "task-1")

@@ -16,8 +16,10 @@ func newCancelCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "cancel BATCH",
 		Short: "Cancel a batch's queued jobs (jobs already at Kie finish and are archived)",
-		Long: `cancel fails every queued job of BATCH with the reason "cancelled" and removes its waiting submit
-task, so nothing more of the batch is submitted or paid for.
+		Long: `cancel fails every queued job of BATCH with the reason "cancelled", so nothing more of the batch
+is submitted or paid for. It removes the jobs' waiting submit tasks from the queue too when there
+are at most 1000; a larger batch's tasks stay queued, and workers drop each one without calling
+Kie when they reach it.
 
 Jobs already submitted cannot be cancelled: Kie has no call for it, and they are billed already.
 They finish and are archived as usual. A job whose generate call is under way at this moment counts
@@ -44,52 +46,72 @@ jobs again.`,
 	}
 }
 
-// cancelBatch cancels the queued jobs, removing their submit tasks a few at a time alongside.
+// maxTaskRemovals bounds how many waiting submit tasks cancel removes. asynq keeps a queue's
+// pending tasks in a Redis list, so each removal scans the queue: removing every task of a large
+// batch takes time proportional to the batch times the queue (about 20 minutes for 200,000 jobs
+// in a queue of 400,000). Past the bound the tasks stay, and workers drop each one, without
+// calling Kie, when they find its job cancelled.
+const maxTaskRemovals = 1000
+
+// cancelBatch cancels the queued jobs in the ledger, then removes their waiting submit tasks when
+// there are few enough (see maxTaskRemovals).
 func cancelBatch(ctx context.Context, l *jobs.Ledger, tasks *submitTasks, batch string, out io.Writer) error {
 	type cancelled struct {
 		r jobs.Ref
 		n int
 	}
-	work := make(chan cancelled, 256)
+	var list []cancelled
+	rep, err := l.CancelQueued(ctx, batch, "the batch was cancelled", func(r jobs.Ref, n int) error {
+		if len(list) <= maxTaskRemovals {
+			list = append(list, cancelled{r, n})
+		}
+		return nil
+	})
+	if err != nil {
+		fmt.Fprintf(out, "batch %s: %d queued jobs cancelled so far\n", batch, rep.Cancelled)
+		return fmt.Errorf("cancel %s: %w (running cancel again finishes it)", batch, err)
+	}
 	var removed atomic.Int64
 	var firstErr error
-	var once sync.Once
-	var wg sync.WaitGroup
-	for range 8 {
-		wg.Go(func() {
-			for c := range work {
-				ok, err := tasks.remove(c.r, c.n)
-				if err != nil {
-					// The task stays; the worker that runs it finds the job cancelled and drops it.
-					once.Do(func() { firstErr = err })
-					continue
+	if len(list) <= maxTaskRemovals {
+		work := make(chan cancelled)
+		var once sync.Once
+		var wg sync.WaitGroup
+		for range 8 {
+			wg.Go(func() {
+				for c := range work {
+					ok, err := tasks.remove(c.r, c.n)
+					if err != nil {
+						// The task stays; the worker that runs it finds the job cancelled and drops it.
+						once.Do(func() { firstErr = err })
+						continue
+					}
+					if ok {
+						removed.Add(1)
+					}
 				}
-				if ok {
-					removed.Add(1)
-				}
-			}
-		})
-	}
-	rep, err := l.CancelQueued(ctx, batch, "the batch was cancelled", func(r jobs.Ref, n int) error {
-		select {
-		case work <- cancelled{r, n}:
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
+			})
 		}
-	})
-	close(work)
-	wg.Wait()
-
-	fmt.Fprintf(out, "batch %s: %d queued jobs cancelled (%d waiting submit tasks removed)\n", batch, rep.Cancelled, removed.Load())
+	feed:
+		for _, c := range list {
+			select {
+			case work <- c:
+			case <-ctx.Done():
+				break feed
+			}
+		}
+		close(work)
+		wg.Wait()
+		fmt.Fprintf(out, "batch %s: %d queued jobs cancelled (%d waiting submit tasks removed)\n", batch, rep.Cancelled, removed.Load())
+	} else {
+		fmt.Fprintf(out, "batch %s: %d queued jobs cancelled; their submit tasks stay queued, and workers drop each one "+
+			"without calling Kie when they reach it\n", batch, rep.Cancelled)
+	}
 	if rep.InFlight > 0 {
 		fmt.Fprintf(out, "%d jobs already at Kie cannot be cancelled (Kie has no cancel call; they are billed): they finish and are archived\n", rep.InFlight)
 	}
 	if rep.Finished > 0 {
 		fmt.Fprintf(out, "%d jobs had ended before (archived or failed)\n", rep.Finished)
-	}
-	if err != nil {
-		return fmt.Errorf("cancel %s: %w (running cancel again finishes it)", batch, err)
 	}
 	if firstErr != nil {
 		fmt.Fprintf(out, "some submit tasks could not be removed (%v); workers drop them when they find their job cancelled\n", firstErr)

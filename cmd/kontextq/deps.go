@@ -26,15 +26,31 @@ import (
 	"github.com/kontextq/kontextq/worker"
 )
 
-// newLogger builds the process's logger.
+// newLogger builds the process's logger, and makes it go-redis's too.
 func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
 	opts := &slog.HandlerOptions{Level: lvl}
+	var log *slog.Logger
 	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
+		log = slog.New(slog.NewJSONHandler(w, opts))
+	} else {
+		log = slog.New(slog.NewTextHandler(w, opts))
 	}
-	return slog.New(slog.NewTextHandler(w, opts))
+	redis.SetLogger(redisLog{log})
+	return log
+}
+
+// redisLog passes go-redis's own messages to the process's logger at debug level. By default
+// go-redis prints them to stderr in a format of its own, whatever --log-format says, and its
+// dial retries repeat what the command's error already reports.
+type redisLog struct{ log *slog.Logger }
+
+func (r redisLog) Printf(ctx context.Context, format string, v ...any) {
+	if r.log == nil {
+		return
+	}
+	r.log.DebugContext(ctx, strings.TrimSpace(fmt.Sprintf(format, v...)), "from", "go-redis")
 }
 
 // openRedis connects to cfg's Redis; the one client everything shares.
@@ -51,7 +67,7 @@ func openRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, e
 	defer cancel()
 	if err := rdb.Ping(pctx).Err(); err != nil {
 		_ = rdb.Close()
-		return nil, fmt.Errorf("Redis at %s does not answer: %v", cfg.RedisURL, err)
+		return nil, fmt.Errorf("REDIS_URL (--redis-url): Redis at %s does not answer: %v", cfg.RedisURL, err)
 	}
 	return rdb, nil
 }
@@ -174,6 +190,25 @@ func newKie(cfg config.Config) (*kie.Client, error) {
 	return c, nil
 }
 
+// checkKieKey asks Kie for the account's credits once, so that a wrong key is reported at start,
+// naming the setting, instead of as an account paused for minutes while the batch waits. Only a
+// refused key stops the command: Kie being slow or down is for the workers to ride out.
+func checkKieKey(ctx context.Context, kc *kie.Client, log *slog.Logger) error {
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	credits, err := kc.Credits(cctx)
+	var ke *kie.Error
+	switch {
+	case errors.As(err, &ke) && ke.Code == kie.CodeUnauthorized:
+		return usageErr(fmt.Errorf("KIE_API_KEY (--kie-api-key): Kie.ai refused the key (%w); see https://kie.ai/api-key", err))
+	case err != nil:
+		log.Warn("could not check the Kie.ai key; going on", "err", err)
+	case credits <= 0:
+		log.Warn("the Kie.ai account has no credits: Kie refuses submissions until it is topped up", "credits", credits)
+	}
+	return nil
+}
+
 // account identifies the Kie account for the shared rate limits without revealing its key.
 func account(cfg config.Config) string {
 	sum := sha256.Sum256([]byte("kontextq account\x00" + cfg.KieAPIKey.Reveal()))
@@ -266,14 +301,34 @@ func openSession(cmd *cobra.Command, needKey bool) (*session, error) {
 			return nil, usageErr(err)
 		}
 	}
+	log := newLogger(cfg, cmd.ErrOrStderr())
 	rdb, err := openRedis(cmd.Context(), cfg)
 	if err != nil {
 		return nil, err
 	}
-	return &session{cfg: cfg, log: newLogger(cfg, cmd.ErrOrStderr()), rdb: rdb}, nil
+	return &session{cfg: cfg, log: log, rdb: rdb}, nil
 }
 
 func (s *session) Close() error { return s.rdb.Close() }
+
+// checkArchiveWritable fails fast when a local archive directory cannot be written. Without the
+// check a worker would submit and pay for every job, then retry each one's archiving until its
+// result expired. A remote store is left to its first write.
+func checkArchiveWritable(store archive.Store) error {
+	l, ok := store.(*archive.Local)
+	if !ok {
+		return nil
+	}
+	dir := l.Location("")
+	// A hidden name: the archive's listings skip it, and a leftover is never taken for an image.
+	f, err := os.CreateTemp(dir, ".kontextq-write-check-*")
+	if err != nil {
+		return usageErr(fmt.Errorf("--archive (KONTEXTQ_ARCHIVE): cannot write to %s: %w", dir, err))
+	}
+	name := f.Name()
+	_ = f.Close()
+	return os.Remove(name)
+}
 
 func (s *session) ledger() *jobs.Ledger {
 	return jobs.NewLedger(s.rdb, jobs.LedgerOptions{Namespace: s.cfg.Namespace, Retention: s.cfg.Retention})

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -88,9 +89,15 @@ func exportTo(ctx context.Context, l *jobs.Ledger, batch, format, path string, s
 		}
 		return n, err
 	}
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*")
 	if err != nil {
-		return 0, fmt.Errorf("export: %w", err)
+		// The error names the temporary file, which the user never asked for.
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return 0, usageErr(fmt.Errorf("--out %s: cannot create a file in %s: %w", path, dir, err))
 	}
 	defer os.Remove(f.Name()) // after a successful rename, there is nothing to remove
 	bw := bufio.NewWriter(f)

@@ -56,11 +56,18 @@ func (e *badInputError) Error() string {
 func openReader(o loadOptions) (*jobs.Reader, io.Closer, error) {
 	format, err := jobs.FormatFor(o.Path, o.Format)
 	if err != nil {
-		return nil, nil, err
+		if o.Format != "" {
+			return nil, nil, fmt.Errorf("--format %q: want jsonl, csv or text", o.Format)
+		}
+		return nil, nil, fmt.Errorf("%s: cannot tell the format from the name (want .jsonl, .ndjson, .json, .csv or .txt): give --format jsonl, csv or text", o.Path)
 	}
 	f, err := os.Open(o.Path)
 	if err != nil {
 		return nil, nil, err
+	}
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		f.Close()
+		return nil, nil, fmt.Errorf("%s is a directory; give a job file (JSONL, CSV or text, one job a line)", o.Path)
 	}
 	abs, _ := filepath.Abs(o.Path)
 	r, err := jobs.NewReader(f, o.Path, format, jobs.ReadOptions{Batch: o.Batch, Defaults: o.Defaults, BaseDir: filepath.Dir(abs)})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -74,6 +75,37 @@ func (b *batchFlags) options(path string) loadOptions {
 	return loadOptions{Path: path, Format: b.format, Batch: batch, SkipInvalid: b.skipInvalid, Concurrency: 16, Defaults: d}
 }
 
+// defaultFlags names the flag that sets each field of loadOptions.Defaults (and the batch).
+var defaultFlags = map[string]string{
+	"batch": "--batch", "model": "--model", "aspectRatio": "--aspect-ratio", "outputFormat": "--output-format",
+	"inputImage": "--input-image", "watermark": "--watermark", "safetyTolerance": "--safety-tolerance",
+	"promptUpsampling": "--prompt-upsampling", "enableTranslation": "--enable-translation", "uploadCn": "--upload-cn",
+}
+
+// checkOptions checks the batch name and the defaults given as flags before any file is read,
+// naming the flag at fault: the reader would name only the job field.
+func checkOptions(o loadOptions) error {
+	s := o.Defaults
+	s.ID, s.Batch, s.Prompt = "", o.Batch, "x"
+	err := s.Validate()
+	var ve *jobs.ValidationError
+	if err == nil || !errors.As(err, &ve) {
+		return err
+	}
+	msgs := make([]string, len(ve.Problems))
+	for i, p := range ve.Problems {
+		where := defaultFlags[p.Field]
+		if where == "" {
+			where = p.Field
+		}
+		msgs[i] = where + ": " + p.Message
+		if p.Field == "batch" {
+			msgs[i] += " (without --batch, the batch is the file's name less its extension)"
+		}
+	}
+	return usageErr(errors.New(strings.Join(msgs, "; ")))
+}
+
 func newLoadCmd() *cobra.Command {
 	var (
 		bf     batchFlags
@@ -100,8 +132,8 @@ assumed), and how long they take at the configured --rate.`,
 				return err
 			}
 			o := bf.options(args[0])
-			if err := validBatch(o.Batch); err != nil {
-				return usageErr(err)
+			if err := checkOptions(o); err != nil {
+				return err
 			}
 			ctx := cmd.Context()
 			boundLoaderMemory()
@@ -153,8 +185,13 @@ func loadWithProgress(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, er
 	if err != nil {
 		return rep, err
 	}
+	return enqueueWithProgress(ctx, enq, o, rep, errOut)
+}
+
+// enqueueWithProgress enqueues a file validateFile reported on, showing the progress on errOut.
+func enqueueWithProgress(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loadReport, errOut io.Writer) (loadReport, error) {
 	ctr := newCounter(errOut, "enqueued", int64(rep.Valid), 5*time.Second)
-	rep, err = enqueueFile(ctx, enq, o, rep, func(done int) { ctr.Set(int64(done)) })
+	rep, err := enqueueFile(ctx, enq, o, rep, func(done int) { ctr.Set(int64(done)) })
 	ctr.Finish()
 	return rep, err
 }

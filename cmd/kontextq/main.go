@@ -10,15 +10,16 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/config"
 )
 
-// Exit codes of run (and of status --wait).
+// Exit codes of every command (run's, as README documents them).
 const (
 	exitOK     = 0 // every job archived
-	exitFailed = 1 // some jobs failed, each listed with its reason
+	exitFailed = 1 // some jobs failed, each listed with its reason, or the command could not finish
 	exitUsage  = 2 // bad usage, configuration or input file
 )
 
@@ -41,20 +42,38 @@ func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	redis.SetLogger(redisLog{}) // silent until a command builds its logger
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil {
-			fmt.Fprintln(os.Stderr, "kontextq:", ee.err)
-		}
-		os.Exit(ee.code)
+	code, msg := exitStatus(err, commandStarted)
+	if msg != "" {
+		fmt.Fprintln(os.Stderr, "kontextq:", msg)
 	}
-	fmt.Fprintln(os.Stderr, "kontextq:", err)
-	os.Exit(exitUsage)
+	os.Exit(code)
+}
+
+// commandStarted is set once cobra has accepted the command line and a command begins to run.
+var commandStarted bool
+
+// exitStatus maps a command's error to the exit code and message. An error cobra returns before
+// any command ran (an unknown command) is bad usage; one a command returns without a code of its
+// own is an operation that could not finish (Redis unreachable, a failed write), which is not the
+// user's input: exit 1, so that scripts retry it rather than "fix" the input.
+func exitStatus(err error, started bool) (int, string) {
+	var ee *exitError
+	switch {
+	case errors.As(err, &ee):
+		if ee.err == nil {
+			return ee.code, ""
+		}
+		return ee.code, ee.err.Error()
+	case !started:
+		return exitUsage, err.Error()
+	}
+	return exitFailed, err.Error()
 }
 
 func newRoot() *cobra.Command {
@@ -73,10 +92,28 @@ Settings come from flags, then environment variables, then an optional YAML file
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr(fmt.Errorf("%w (see %s --help)", err, c.CommandPath()))
 	})
+	root.PersistentPreRun = func(*cobra.Command, []string) { commandStarted = true }
 	root.AddCommand(newRunCmd(), newWorkerCmd(), newSimCmd(), newConfigCmd(), newBenchCmd())
 	root.AddCommand(newLoadCmd(), newStatusCmd(), newExportCmd(), newRetryCmd(), newCancelCmd())
 	root.AddCommand(newServeCmd(), newDemoCmd(), newVerifyCmd())
+	explainArgs(root)
 	return root
+}
+
+// explainArgs makes every command's argument check say what the command takes: cobra's own
+// message ("accepts 1 arg(s), received 0") names neither the argument nor the command.
+func explainArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageErr(fmt.Errorf("%w; usage: %s (see %s --help)", err, cmd.UseLine(), cmd.CommandPath()))
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		explainArgs(sub)
+	}
 }
 
 // loadConfig reads the settings of a command.

@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
@@ -101,17 +103,22 @@ func (c *counter) line(now time.Time) {
 	fmt.Fprintf(c.out, "%s %d/%d (%.0f%%) in %s\n", c.what, c.n, c.total, pct, now.Sub(c.start).Round(time.Second))
 }
 
-// batchView shows a batch's progress: archived of total on a bar, or one plain line per change.
+// batchView shows a batch's progress: on a terminal one line redrawn in place, a bar of archived
+// of total and the counts; anywhere else one plain line per change.
 type batchView struct {
 	out   io.Writer
-	bar   *progressbar.ProgressBar
+	tty   bool
+	width func() int // the terminal's columns
 	start time.Time
 	last  jobs.Counts
 	first bool
+	drawn bool
 }
 
 func newBatchView(out io.Writer) *batchView {
-	return &batchView{out: out, start: time.Now(), first: true}
+	v := &batchView{out: out, tty: isTerminal(out), start: time.Now(), first: true}
+	v.width = func() int { return terminalWidth(out) }
+	return v
 }
 
 // Show displays c, with extra (rate, ETA) when given.
@@ -120,34 +127,65 @@ func (v *batchView) Show(c jobs.Counts, extra string) {
 	if extra != "" {
 		line += " · " + extra
 	}
-	if !isTerminal(v.out) {
+	if !v.tty {
 		if v.first || c != v.last {
 			fmt.Fprintf(v.out, "%s  %s\n", time.Since(v.start).Round(time.Second), line)
 		}
 		v.first, v.last = false, c
 		return
 	}
-	if v.bar == nil {
-		v.bar = progressbar.NewOptions64(max(c.Total, 1),
-			progressbar.OptionSetWriter(v.out),
-			progressbar.OptionShowCount(),
-			progressbar.OptionSetWidth(30),
-			progressbar.OptionSetPredictTime(false),
-			progressbar.OptionShowDescriptionAtLineEnd(),
-		)
-	}
-	if c.Total != v.bar.GetMax64() && c.Total > 0 {
-		v.bar.ChangeMax64(c.Total)
-	}
-	v.bar.Describe(line)
-	_ = v.bar.Set64(c.Archived)
-	v.first, v.last = false, c
+	// Back to the start of the line, the new text, then erase what is left of the old one.
+	fmt.Fprintf(v.out, "\r%s\x1b[K", fitLine(c.Archived, c.Total, line, v.width()))
+	v.first, v.last, v.drawn = false, c, true
 }
 
-// Close ends the bar's line so that what follows starts on a new one.
+// Close ends the line being redrawn so that what follows starts on a new one.
 func (v *batchView) Close() {
-	if v.bar != nil {
-		_ = v.bar.Exit()
+	if v.drawn {
 		fmt.Fprintln(v.out)
+		v.drawn = false
 	}
+}
+
+// The bar's width in cells: up to maxBar, and left out when fewer than minBar fit.
+const (
+	maxBar = 20
+	minBar = 8
+)
+
+// fitLine is the redrawn line: a bar of done of total, then text, cut to width-1 columns. A line
+// as wide as the terminal or wider would wrap, and \r returns only to the start of its last row,
+// leaving a trail of copies; the bar narrows, then goes, when there is no room for it.
+func fitLine(done, total int64, text string, width int) string {
+	room := width - 1
+	if room < 1 {
+		room = 1
+	}
+	n := utf8.RuneCountInString(text)
+	if bar := min(maxBar, room-n-3); bar >= minBar {
+		filled := 0
+		if total > 0 {
+			filled = int(min(done, total) * int64(bar) / total)
+		}
+		text = "[" + strings.Repeat("█", filled) + strings.Repeat("░", bar-filled) + "] " + text
+		n += bar + 3
+	}
+	if n <= room {
+		return text
+	}
+	r := []rune(text)
+	if room == 1 {
+		return string(r[:1])
+	}
+	return string(r[:room-1]) + "…"
+}
+
+// terminalWidth is the number of columns of the terminal w writes to, 80 when it cannot tell.
+func terminalWidth(w io.Writer) int {
+	if f, ok := w.(*os.File); ok {
+		if cols, _, err := term.GetSize(int(f.Fd())); err == nil && cols > 0 {
+			return cols
+		}
+	}
+	return 80
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/journal"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/server"
 )
@@ -22,8 +23,13 @@ func newRunCmd() *cobra.Command {
 		Use:   "run FILE",
 		Short: "Load a job file, work it in this process, and exit when every job is archived or failed",
 		Long: `run loads FILE (JSONL, CSV or plain text), works the batch in-process with progress, and exits
-when every job is archived or failed: 0 all archived, 1 some failed (each listed with its reason),
-2 bad usage, configuration or input. Re-running the same command resumes; nothing is paid twice.`,
+when every job is archived or failed: 0 all archived, 1 some failed (each listed with its reason)
+or the run could not finish (interrupted, Redis unreachable), 2 bad usage, configuration or input.
+Re-running the same command resumes; nothing is paid twice.
+
+Without REDIS_URL the queue lives in this process, with a journal in the archive so that a killed
+run pays for nothing twice. With a shared REDIS_URL, run is a worker of its --namespace: while it
+waits for its batch it also works jobs other loads queued there.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			cfg, err := loadConfig(cmd)
@@ -36,8 +42,29 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 			ctx := cmd.Context()
 			log := newLogger(cfg, cmd.ErrOrStderr())
 			o := bf.options(args[0])
-			if err := validBatch(o.Batch); err != nil {
-				return usageErr(err)
+			if err := checkOptions(o); err != nil {
+				return err
+			}
+			// Everything the user can get wrong is checked before anything is created or started:
+			// the file, then the archive.
+			rep, err := validateFile(o, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			store, err := openStore(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			if err := checkArchiveWritable(store); err != nil {
+				return err
+			}
+			kc, err := newKie(cfg)
+			if err != nil {
+				return err
+			}
+			if err := checkKieKey(ctx, kc, log); err != nil {
+				return err
 			}
 			rdb, jr, err := openRunRedis(ctx, cfg, cmd.ErrOrStderr())
 			if err != nil {
@@ -47,11 +74,6 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 			if jr != nil {
 				defer jr.Close()
 			}
-			store, err := openStore(ctx, cfg)
-			if err != nil {
-				return err
-			}
-			defer store.Close()
 			m := server.NewMetrics()
 			w, lim, err := newWorker(ctx, cfg, rdb, log, store, withJournal(jr), withMetrics(m))
 			if err != nil {
@@ -59,7 +81,6 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 			}
 			defer w.Close()
 			if !noServe {
-				kc, _ := newKie(cfg)
 				if stopServe := serveDuringRun(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: lim, Credits: kc, Metrics: m, Log: log}, cmd.OutOrStdout()); stopServe != nil {
 					defer stopServe()
 				}
@@ -68,7 +89,7 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 			defer enq.Close()
 
 			out := cmd.OutOrStdout()
-			rep, err := loadWithProgress(ctx, enq, o, cmd.ErrOrStderr())
+			rep, err = enqueueWithProgress(ctx, enq, o, rep, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -76,6 +97,11 @@ when every job is archived or failed: 0 all archived, 1 some failed (each listed
 			fmt.Fprintf(out, "archive: %s\n", store.Location(o.Batch))
 			if err := restoreFromJournal(ctx, jr, w, o.Batch, out); err != nil {
 				return err
+			}
+			if jr != nil {
+				if err := settleRateWindow(ctx, jr.Records(), cfg.Rate.Per, out); err != nil {
+					return err
+				}
 			}
 
 			wctx, stop := context.WithCancel(ctx)
@@ -115,6 +141,38 @@ func serveDuringRun(ctx context.Context, cfg config.Config, d serveDeps, out io.
 	}
 	fmt.Fprintf(out, "dashboard: http://%s/monitoring/  metrics: http://%s/metrics\n", addr, addr)
 	return stop
+}
+
+// settleRateWindow waits, when run resumes without REDIS_URL, until Kie's rate window holds none
+// of the previous process's generate calls. The new in-memory limiter cannot know of them: an
+// immediate submission would meet a 429, from which the limiter learns a limit as low as its own
+// few calls in that window, and the rest of the batch would go at a fraction of the account's rate.
+func settleRateWindow(ctx context.Context, recs []journal.Record, window time.Duration, out io.Writer) error {
+	d := previousCallsWait(recs, window, time.Now())
+	if d <= 0 {
+		return nil
+	}
+	fmt.Fprintf(out, "waiting %s for the previous run's calls to leave Kie's rate window\n", d.Round(100*time.Millisecond))
+	select {
+	case <-ctx.Done():
+		return &exitError{code: exitFailed, err: errors.New("interrupted; run the same command again to finish the batch (nothing is paid twice)")}
+	case <-time.After(d):
+		return nil
+	}
+}
+
+// previousCallsWait is how long from now until the latest submission recs hold is a window old.
+func previousCallsWait(recs []journal.Record, window time.Duration, now time.Time) time.Duration {
+	var last time.Time
+	for _, r := range recs {
+		if r.SubmittedAt.After(last) {
+			last = r.SubmittedAt
+		}
+	}
+	if last.IsZero() {
+		return 0
+	}
+	return max(0, min(window, last.Add(window).Sub(now)))
 }
 
 func validBatch(b string) error {

@@ -21,7 +21,11 @@ func newWorkerCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "worker",
 		Short: "Work queued jobs until SIGTERM (run any number, on any number of machines)",
-		Args:  cobra.NoArgs,
+		Long: `worker submits, polls and archives the jobs queued in REDIS_URL under --namespace, by "kontextq
+load" or the HTTP API, until SIGTERM or SIGINT. Any number of workers, on any number of machines,
+share the account's --rate through Redis. A worker checks at start that it can write to a local
+--archive, since a job it cannot archive has been paid for already.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := openSession(cmd, true)
 			if err != nil {
@@ -34,6 +38,16 @@ func newWorkerCmd() *cobra.Command {
 				return err
 			}
 			defer store.Close()
+			if err := checkArchiveWritable(store); err != nil {
+				return err
+			}
+			kc, err := newKie(cfg)
+			if err != nil {
+				return err
+			}
+			if err := checkKieKey(ctx, kc, log); err != nil {
+				return err
+			}
 			m := server.NewMetrics()
 			w, _, err := newWorker(ctx, cfg, rdb, log, store, withMetrics(m))
 			if err != nil {

@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/internal/redistest"
+	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie/kietest"
+)
+
+func TestExitStatus(t *testing.T) {
+	cases := []struct {
+		name     string
+		err      error
+		started  bool
+		wantCode int
+		wantMsg  string
+	}{
+		{"usage error", usageErr(errors.New("--rate: bad")), true, exitUsage, "--rate: bad"},
+		{"some jobs failed", &exitError{code: exitFailed}, true, exitFailed, ""},
+		{"cobra refused the command line", errors.New(`unknown command "runn" for "kontextq"`), false, exitUsage, `unknown command "runn" for "kontextq"`},
+		{"an operation failed", errors.New("REDIS_URL (--redis-url): Redis at x does not answer"), true, exitFailed, "REDIS_URL (--redis-url): Redis at x does not answer"},
+		{"wrapped usage error", fmt.Errorf("load: %w", usageErr(errors.New("bad line"))), true, exitUsage, "bad line"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, msg := exitStatus(tc.err, tc.started)
+			if code != tc.wantCode || msg != tc.wantMsg {
+				t.Errorf("exitStatus = %d %q, want %d %q", code, msg, tc.wantCode, tc.wantMsg)
+			}
+		})
+	}
+}
+
+// Each mistake a new user makes is refused with exit 2 and a message naming what is wrong (the
+// argument, file, flag or setting) and what is accepted; none of them leaves an archive
+// directory or a journal behind, and none starts the in-memory Redis.
+func TestUsageMistakes(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "bad.jsonl"), []byte(`{"prompt": "a kite", "aspectRatio": "2:1"}`+"\n"))
+	writeFile(t, filepath.Join(dir, "prompts.dat"), []byte("a kite\n"))
+	writeFile(t, filepath.Join(dir, "prompts.txt"), []byte("a kite\n"))
+	if err := os.Mkdir(filepath.Join(dir, "jobs.jsonl"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	key := []string{"KIE_API_KEY=k", "KIE_BASE_URL=http://127.0.0.1:1", "KIE_UPLOAD_URL=http://127.0.0.1:1"}
+	cases := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"no file", []string{"run"}, []string{"usage: kontextq run FILE"}},
+		{"two files", []string{"run", "a.jsonl", "b.jsonl"}, []string{"usage: kontextq run FILE"}},
+		{"unknown command", []string{"runn"}, []string{`unknown command "runn"`, "run"}},
+		{"unknown flag", []string{"run", "prompts.txt", "--bogus"}, []string{"--bogus", "kontextq run --help"}},
+		{"missing file", []string{"run", "missing.jsonl"}, []string{"missing.jsonl", "no such file"}},
+		{"bad line", []string{"run", "bad.jsonl"}, []string{"bad.jsonl:1: aspectRatio", "nothing was enqueued"}},
+		{"a directory", []string{"run", "jobs.jsonl"}, []string{"jobs.jsonl is a directory"}},
+		{"unknown extension", []string{"run", "prompts.dat"}, []string{"prompts.dat", "--format jsonl, csv or text"}},
+		{"unknown format", []string{"run", "prompts.txt", "--format", "xml"}, []string{`--format "xml"`, "jsonl, csv or text"}},
+		{"bad defaults", []string{"run", "prompts.txt", "--model", "flux-ultra", "--aspect-ratio", "2:1"},
+			[]string{`--model: "flux-ultra" is not one of flux-kontext-pro`, `--aspect-ratio: "2:1"`}},
+		{"bad batch", []string{"run", "prompts.txt", "--batch", "my batch"}, []string{`--batch: "my batch"`}},
+		{"bad rate", []string{"run", "prompts.txt", "--rate", "20"}, []string{`--rate: "20" is not a rate`, "20/10s"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := kq(t, dir, key, tc.args...)
+			if code != exitUsage {
+				t.Errorf("exit %d, want %d; output:\n%s", code, exitUsage, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %q:\n%s", w, out)
+				}
+			}
+			if strings.Contains(out, "in-memory Redis") {
+				t.Errorf("the in-memory Redis was started for a command line that cannot run:\n%s", out)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "archive")); err == nil {
+				t.Errorf("a refused command created the archive directory")
+			}
+		})
+	}
+}
+
+// A Redis that does not answer is not the user's input: exit 1 (try again), naming the setting,
+// never the password, and without go-redis's own log lines.
+func TestRedisUnreachable(t *testing.T) {
+	t.Parallel()
+	code, out := kq(t, t.TempDir(), []string{"REDIS_URL=redis://:hunter2@" + freeAddr(t) + "/0"}, "status")
+	if code != exitFailed || !strings.Contains(out, "REDIS_URL (--redis-url): Redis at") || !strings.Contains(out, "does not answer") {
+		t.Errorf("exit %d, want %d naming REDIS_URL; output:\n%s", code, exitFailed, out)
+	}
+	if strings.Contains(out, "hunter2") || strings.Contains(out, "pool.go") {
+		t.Errorf("output shows the password or go-redis's own log:\n%s", out)
+	}
+}
+
+func TestCheckArchiveWritable(t *testing.T) {
+	t.Parallel()
+	dir := filepath.Join(t.TempDir(), "archive")
+	store, err := archive.NewLocal(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := checkArchiveWritable(store); err != nil {
+		t.Fatalf("a writable archive: %v", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
+		t.Errorf("the check left %v behind", left)
+	}
+	// The directory going away is a write failure any user can provoke, root included.
+	if err := os.Remove(dir); err != nil {
+		t.Fatal(err)
+	}
+	err = checkArchiveWritable(store)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), "--archive") || !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("an archive that cannot be written: %v, want a usage error naming --archive", err)
+	}
+}
+
+// Cancelling a batch too large to remove its tasks one by one in reasonable time (each removal
+// scans the queue) cancels it in the ledger at once, and the workers then drop its tasks without
+// a single call to Kie.
+func TestCancelLargeBatch(t *testing.T) {
+	t.Parallel()
+	env := redistest.New(t)
+	sim := fastSim(t, kietest.Options{})
+	dir := t.TempDir()
+	envv := workerEnv(env, sim, dir)
+	n := maxTaskRemovals + 100
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "kite number %d\n", i)
+	}
+	path := writeFile(t, filepath.Join(dir, "kites.txt"), []byte(b.String()))
+	if code, out := kq(t, dir, envv, "load", path); code != 0 {
+		t.Fatalf("load: exit %d\n%s", code, out)
+	}
+	code, out := kq(t, dir, envv, "cancel", "kites")
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("batch kites: %d queued jobs cancelled; their submit tasks stay queued", n)) {
+		t.Fatalf("cancel: exit %d\n%s", code, out)
+	}
+	ledger := jobs.NewLedger(env.Client, jobs.LedgerOptions{Namespace: env.Prefix + "ns"})
+	if c, err := ledger.Counts(context.Background(), "kites"); err != nil || c.Failed != int64(n) || c.Queued != 0 {
+		t.Fatalf("counts after cancel: %+v %v, want all %d failed", c, err, n)
+	}
+	w := start(t, dir, envv, "worker")
+	within(t, time.Minute, "the worker to drain the cancelled tasks", func() bool { return submitQueue(t, env).Size == 0 })
+	_ = w.cmd.Process.Signal(syscall.SIGTERM)
+	w.wait(t, 30*time.Second)
+	if st := sim.Stats(); st.Requests[kietest.EndpointGenerate] != 0 {
+		t.Errorf("%d generate calls for a cancelled batch, want 0", st.Requests[kietest.EndpointGenerate])
+	}
+}
+
+// A wrong key stops run and worker at once, naming the setting, instead of leaving the batch
+// waiting on an account paused for minutes.
+func TestWrongKieKey(t *testing.T) {
+	t.Parallel()
+	env := redistest.New(t)
+	sim := fastSim(t, kietest.Options{})
+	dir := t.TempDir()
+	path := writeFile(t, filepath.Join(dir, "kites.txt"), []byte("a red kite\n"))
+	wrong := []string{"KIE_API_KEY=not-" + sim.Key, "KIE_BASE_URL=" + sim.APIURL, "KIE_UPLOAD_URL=" + sim.UploadURL}
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"run", wrong, []string{"run", path, "--no-serve"}},
+		{"worker", cliEnv(env, wrong...), []string{"worker"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, out := kq(t, dir, tc.env, tc.args...)
+			if code != exitUsage || !strings.Contains(out, "KIE_API_KEY (--kie-api-key): Kie.ai refused the key") {
+				t.Errorf("exit %d, want %d naming KIE_API_KEY; output:\n%s", code, exitUsage, out)
+			}
+			if strings.Contains(out, "not-"+sim.Key) {
+				t.Errorf("output shows the key:\n%s", out)
+			}
+		})
+	}
+	if n := sim.Stats().Requests[kietest.EndpointGenerate]; n != 0 {
+		t.Errorf("%d generate calls with a wrong key, want 0", n)
+	}
+}
