@@ -279,7 +279,7 @@ func (w *Worker) alreadyArchived(ctx context.Context, j *jobs.Job) (bool, error)
 			"aa": fmt.Sprint(sc.ArchivedAt.UnixMilli())},
 	})
 	if err == nil {
-		w.log.Info("already archived; not submitted again", "job", j.Ref.String())
+		w.log.Debug("already archived; not submitted again", "job", j.Ref.String())
 	}
 	return true, err
 }

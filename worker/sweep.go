@@ -51,7 +51,7 @@ func (w *Worker) startSweeps(ctx context.Context) (*asynq.Scheduler, error) {
 	if err := s.Start(); err != nil {
 		return nil, fmt.Errorf("starting the sweep scheduler: %w", err)
 	}
-	if _, err := w.client.EnqueueContext(ctx, task, w.sweepOptions()...); err != nil && !errors.Is(err, asynq.ErrDuplicateTask) {
+	if _, err := w.client.EnqueueContext(ctx, task, w.sweepOptions()...); err != nil && !errors.Is(err, asynq.ErrDuplicateTask) && ctx.Err() == nil {
 		w.log.Warn("queuing the first sweep failed; the scheduler queues the next", "err", err)
 	}
 	return s, nil
