@@ -126,8 +126,11 @@ func TestServeDashboardInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	browse := func(ctx context.Context, args ...string) []byte {
+	// Each launch gets its own time: on a loaded machine one Chromium start can take a minute.
+	browse := func(args ...string) []byte {
 		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
 		all := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
 			"--user-data-dir=" + t.TempDir(), "--window-size=1400,1800", "--virtual-time-budget=10000"}, args...)
 		cmd := exec.CommandContext(ctx, chromium, all...)
@@ -139,13 +142,11 @@ func TestServeDashboardInChromium(t *testing.T) {
 		}
 		return out
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
 	page := base + "/monitoring/"
 	var dom string
 	var missing []string
 	for attempt := 0; attempt < 3; attempt++ { // the app fetches its data after loading
-		dom = string(browse(ctx, "--dump-dom", page))
+		dom = string(browse("--dump-dom", page))
 		missing = missing[:0]
 		for _, name := range []string{q.Submit, q.Poll, q.Archive} {
 			if !strings.Contains(dom, name) {
@@ -175,7 +176,7 @@ func TestServeDashboardInChromium(t *testing.T) {
 		"dashboard-submit-queue.png": base + "/monitoring/queues/" + q.Submit,
 	} {
 		shot := filepath.Join(dir, name)
-		browse(ctx, "--screenshot="+shot, url)
+		browse("--screenshot="+shot, url)
 		f, err := os.Open(shot)
 		if err != nil {
 			t.Fatalf("no screenshot: %v", err)
