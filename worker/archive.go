@@ -107,14 +107,8 @@ func archiveBackoff(n int) time.Duration {
 
 func (w *Worker) handleArchive(ctx context.Context, t *asynq.Task) error {
 	var p jobs.Payload
-	if err := jobs.DecodePayload(t.Payload(), &p); err != nil {
-		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
-	}
-	j, err := w.ledger.Get(ctx, p.Ref)
-	if errors.Is(err, jobs.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	j, err := w.taskJob(ctx, t, &p)
+	if j == nil {
 		return err
 	}
 	if j.State != jobs.Generated {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"time"
 
@@ -48,14 +47,8 @@ func (w *Worker) Check(ctx context.Context, r jobs.Ref) error {
 
 func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	var p jobs.PollPayload
-	if err := jobs.DecodePayload(t.Payload(), &p); err != nil {
-		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
-	}
-	j, err := w.ledger.Get(ctx, p.Ref)
-	if errors.Is(err, jobs.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	j, err := w.taskJob(ctx, t, &p)
+	if j == nil {
 		return err
 	}
 	switch j.State {

@@ -271,6 +271,27 @@ func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
 	w.log.Warn("task failed", "type", t.Type(), "payload", string(t.Payload()), "attempt", n+1, "max_retry", maxN, "action", d.Action.String(), "err", err)
 }
 
+// taskJob decodes a task's payload into p and reads the job it names. A nil job with a nil error
+// means there is nothing to do: the ledger no longer holds the job (cancelled and expired, or
+// never created). A payload that cannot be decoded is given up at once.
+func (w *Worker) taskJob(ctx context.Context, t *asynq.Task, p any) (*jobs.Job, error) {
+	if err := jobs.DecodePayload(t.Payload(), p); err != nil {
+		return nil, fmt.Errorf("%w: %v", asynq.SkipRetry, err)
+	}
+	var ref jobs.Ref
+	switch v := p.(type) {
+	case *jobs.Payload:
+		ref = v.Ref
+	case *jobs.PollPayload:
+		ref = v.Ref
+	}
+	j, err := w.ledger.Get(ctx, ref)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil, nil
+	}
+	return j, err
+}
+
 // lastAttempt reports whether asynq will archive the task if this attempt fails.
 func lastAttempt(ctx context.Context) bool {
 	n, ok1 := asynq.GetRetryCount(ctx)

@@ -346,3 +346,25 @@ func (s *session) batchLedger(ctx context.Context, batch string) (*jobs.Ledger, 
 	}
 	return l, c, nil
 }
+
+// openWorkTargets opens what a process that works jobs talks to, failing early (exit 2) on what
+// would otherwise fail every job: an archive that cannot be written, a key Kie refuses.
+func openWorkTargets(ctx context.Context, cfg config.Config, log *slog.Logger) (archive.Store, *kie.Client, error) {
+	store, err := openStore(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := checkArchiveWritable(store); err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	kc, err := newKie(cfg)
+	if err == nil {
+		err = checkKieKey(ctx, kc, log)
+	}
+	if err != nil {
+		store.Close()
+		return nil, nil, err
+	}
+	return store, kc, nil
+}

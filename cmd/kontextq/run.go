@@ -51,21 +51,11 @@ waits for its batch it also works jobs other loads queued there.`,
 			if err != nil {
 				return err
 			}
-			store, err := openStore(ctx, cfg)
+			store, kc, err := openWorkTargets(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			if err := checkArchiveWritable(store); err != nil {
-				return err
-			}
-			kc, err := newKie(cfg)
-			if err != nil {
-				return err
-			}
-			if err := checkKieKey(ctx, kc, log); err != nil {
-				return err
-			}
 			rdb, jr, err := openRunRedis(ctx, cfg, cmd.ErrOrStderr())
 			if err != nil {
 				return err

@@ -33,21 +33,11 @@ share the account's --rate through Redis. A worker checks at start that it can w
 			}
 			defer s.Close()
 			ctx, cfg, log, rdb := cmd.Context(), s.cfg, s.log, s.rdb
-			store, err := openStore(ctx, cfg)
+			store, _, err := openWorkTargets(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			if err := checkArchiveWritable(store); err != nil {
-				return err
-			}
-			kc, err := newKie(cfg)
-			if err != nil {
-				return err
-			}
-			if err := checkKieKey(ctx, kc, log); err != nil {
-				return err
-			}
 			m := server.NewMetrics()
 			w, _, err := newWorker(ctx, cfg, rdb, log, store, withMetrics(m))
 			if err != nil {
