@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/kontextq/kontextq/internal/suggest"
 	"github.com/spf13/pflag"
 	"go.yaml.in/yaml/v3"
 )
@@ -249,7 +250,7 @@ func readFile(path, namedBy string) ([]fileValue, []error) {
 			continue
 		case s == nil:
 			msg := fmt.Sprintf("unknown setting %q", key)
-			if guess := suggest(key); guess != "" {
+			if guess := suggestSetting(key); guess != "" {
 				msg += fmt.Sprintf("; did you mean %q?", guess)
 			}
 			problems = append(problems, &problem{where: at, msg: msg})
@@ -328,9 +329,9 @@ func settingFor(key string) *setting {
 	return nil
 }
 
-// suggest finds the setting a mistyped key most likely meant: the same words spelt as an
+// suggestSetting finds the setting a mistyped key most likely meant: the same words spelt as an
 // environment variable or a Go field (KIE_API_KEY, kieApiKey), or a near miss (ratee).
-func suggest(key string) string {
+func suggestSetting(key string) string {
 	norm := func(s string) string {
 		s = strings.ToLower(s)
 		s = strings.NewReplacer("-", "", "_", "", " ", "").Replace(s)
@@ -345,30 +346,9 @@ func suggest(key string) string {
 		if k == norm(s.Flag) || k == norm(s.Env) || k == norm(strings.TrimPrefix(s.Env, "KONTEXTQ_")) {
 			return s.Flag
 		}
-		if d := distance(strings.ToLower(key), s.Flag); d < bestDist {
+		if d := suggest.Distance(strings.ToLower(key), s.Flag); d < bestDist {
 			best, bestDist = s.Flag, d
 		}
 	}
 	return best
-}
-
-// distance is the Levenshtein edit distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/kontextq/kontextq/internal/suggest"
 )
 
 // The fields a job line may set: Kie's names, case-sensitive, as in the generate request.
@@ -124,7 +126,7 @@ func suggestField(name string) string {
 	best, bestD := "", 3
 	for _, f := range lineFields {
 		target := squash(f.name)
-		if d := editDistance(key, target); d < bestD && d*3 <= len(target) {
+		if d := suggest.Distance(key, target); d < bestD && d*3 <= len(target) {
 			best, bestD = f.name, d
 		}
 	}
@@ -141,30 +143,6 @@ func squash(s string) string {
 		}
 	}
 	return b.String()
-}
-
-// editDistance is the Levenshtein distance of two short names.
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 1 << 30
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // parseCell sets field name of s from a CSV cell; an empty cell has already been taken as
