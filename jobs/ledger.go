@@ -369,8 +369,15 @@ func appendPairs(args []any, m map[string]string) []any {
 // dies before the answer is recorded, the marker tells the next attempt that Kie may have created
 // (and billed) a task, so it must not submit again. It does not apply when the job is not queued
 // or another submission is already marked.
+//
+// The marker is stamped with Redis's clock, not this process's: another worker judges its age,
+// and worker clocks may disagree.
 func (l *Ledger) MarkSubmitting(ctx context.Context, r Ref, uploadURL string, uploadedAt time.Time) (bool, error) {
-	set := map[string]string{fSubmitting: ms(l.now())}
+	now, err := l.rdb.Time(ctx).Result()
+	if err != nil {
+		return false, fmt.Errorf("ledger %s: reading Redis time: %w", r, err)
+	}
+	set := map[string]string{fSubmitting: ms(now)}
 	if uploadURL != "" {
 		set[fUpload], set[fUploadedAt] = uploadURL, ms(uploadedAt)
 	}

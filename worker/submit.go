@@ -104,7 +104,13 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 		return nil
 	}
 	if !j.Submitting.IsZero() {
-		age := w.o.Now().Sub(j.Submitting)
+		// The marker was stamped with Redis's clock (see Ledger.MarkSubmitting): judge its age
+		// by the same clock, so workers whose clocks disagree agree on whether a call is live.
+		now, err := w.o.Redis.Time(ctx).Result()
+		if err != nil {
+			return fmt.Errorf("reading Redis time: %w", err)
+		}
+		age := now.Sub(j.Submitting)
 		if age < submitLease {
 			return &RateLimitedError{RetryAfter: submitLease - age, Why: "a submission of this job may be in flight"}
 		}
