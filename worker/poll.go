@@ -84,6 +84,18 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 		if kie.IsMaintenance(err) {
 			return &RateLimitedError{RetryAfter: time.Minute, Why: "Kie is in maintenance"}
 		}
+		if kie.IsNotFound(err) && w.o.Now().Sub(j.SubmittedAt) > w.o.PollTimeout {
+			// Kie no longer knows the task, long after it took it: it will never finish. End the
+			// job where a person sees it (retry --failed submits it again, a new paid task)
+			// rather than check it every sweep forever.
+			msg := fmt.Sprintf("Kie no longer knows task %s (submitted %s ago): %v", j.TaskID, w.o.Now().Sub(j.SubmittedAt).Round(time.Second), err)
+			ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Submitted}, j.TaskID, jobs.GenerationFailed, msg)
+			if ok {
+				w.o.Observer.Failed(jobs.GenerationFailed)
+				w.log.Warn("task unknown to Kie; job failed", "job", j.Ref.String(), "task", j.TaskID)
+			}
+			return ferr
+		}
 		_ = w.ledger.SetError(ctx, j.Ref, "poll: "+err.Error())
 		return err
 	}
