@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -332,20 +331,8 @@ type Change struct {
 // Apply applies c to the job if its preconditions hold. It reports whether it applied and the
 // state the job was in. A job the ledger does not hold gives ErrNotFound.
 func (l *Ledger) Apply(ctx context.Context, r Ref, c Change) (applied bool, before State, err error) {
-	from := make([]string, len(c.From))
-	for i, s := range c.From {
-		from[i] = string(s)
-	}
-	args := []any{strings.Join(from, ","), string(c.To), l.retention.Milliseconds(), r.String(), ms(l.now())}
-	args = appendPairs(args, c.Expect)
-	args = appendPairs(args, c.Set)
-	args = append(args, len(c.Del))
-	for _, k := range c.Del {
-		args = append(args, k)
-	}
-	res, err := transitionScript.Run(ctx, l.rdb, []string{
-		l.jobKey(r), l.batchKey(r.Batch), l.tasksKey(), l.expiryKey(), l.inflightKey(), l.batchFailed(r.Batch),
-	}, args...).Slice()
+	keys, args := l.changeArgs(r, c)
+	res, err := transitionScript.Run(ctx, l.rdb, keys, args...).Slice()
 	if err != nil {
 		return false, "", fmt.Errorf("ledger %s: %w", r, err)
 	}
