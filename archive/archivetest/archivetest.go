@@ -260,42 +260,52 @@ func waitPaused(t *testing.T, g *gate, putErr <-chan error) {
 	}
 }
 
-func testNothingVisibleEarly(t *testing.T, open func(t *testing.T) archive.Store) {
+// withAndWithoutPrevious runs fn twice: on an empty key, and on a key that already holds a
+// complete object prev (seeded by seed), which anything short of a successful Put must leave
+// intact.
+func withAndWithoutPrevious(t *testing.T, name string, open func(t *testing.T) archive.Store, key string, seed uint64,
+	fn func(t *testing.T, s archive.Store, prev []byte)) {
 	for _, withPrev := range []bool{false, true} {
-		t.Run(fmt.Sprintf("previous=%v", withPrev), func(t *testing.T) {
+		t.Run(fmt.Sprintf("%sprevious=%v", name, withPrev), func(t *testing.T) {
 			s := open(t)
-			const key = "b1/slow.png"
 			var prev []byte
 			if withPrev {
-				prev = payload(10, 10<<10)
+				prev = payload(seed, 5<<10)
 				mustPut(t, s, key, prev)
 			}
-			next := payload(11, big)
-			g := newGate(t, next, pauseAt)
-			ctx := ctxFor(t)
-			putErr := make(chan error, 1)
-			go func() { putErr <- s.Put(ctx, key, g, infoOf(next, "")) }()
-			waitPaused(t, g, putErr)
-
-			wantPrevious(t, s, key, prev)
-			var complete []string
-			if withPrev {
-				complete = []string{key}
-			}
-			if keys := listKeys(t, s, ""); !slices.Equal(keys, complete) {
-				t.Errorf("List during a Put = %q, want %q: only complete objects", keys, complete)
-			}
-
-			g.Release()
-			if err := <-putErr; err != nil {
-				t.Fatalf("Put: %v", err)
-			}
-			wantContent(t, s, key, next)
-			if keys := listKeys(t, s, ""); !slices.Equal(keys, []string{key}) {
-				t.Errorf("List after the Put = %q, want [%s]", keys, key)
-			}
+			fn(t, s, prev)
 		})
 	}
+}
+
+func testNothingVisibleEarly(t *testing.T, open func(t *testing.T) archive.Store) {
+	const key = "b1/slow.png"
+	withAndWithoutPrevious(t, "", open, key, 10, func(t *testing.T, s archive.Store, prev []byte) {
+		next := payload(11, big)
+		g := newGate(t, next, pauseAt)
+		ctx := ctxFor(t)
+		putErr := make(chan error, 1)
+		go func() { putErr <- s.Put(ctx, key, g, infoOf(next, "")) }()
+		waitPaused(t, g, putErr)
+
+		wantPrevious(t, s, key, prev)
+		var complete []string
+		if prev != nil {
+			complete = []string{key}
+		}
+		if keys := listKeys(t, s, ""); !slices.Equal(keys, complete) {
+			t.Errorf("List during a Put = %q, want %q: only complete objects", keys, complete)
+		}
+
+		g.Release()
+		if err := <-putErr; err != nil {
+			t.Fatalf("Put: %v", err)
+		}
+		wantContent(t, s, key, next)
+		if keys := listKeys(t, s, ""); !slices.Equal(keys, []string{key}) {
+			t.Errorf("List after the Put = %q, want [%s]", keys, key)
+		}
+	})
 }
 
 func testCorrupt(t *testing.T, open func(t *testing.T) archive.Store) {
@@ -322,23 +332,15 @@ func testCorrupt(t *testing.T, open func(t *testing.T) archive.Store) {
 	}{{"small", 4 << 10}, {"multipart", big}}
 	for _, sp := range spoils {
 		for _, sz := range sizes {
-			for _, withPrev := range []bool{false, true} {
-				t.Run(fmt.Sprintf("%s/%s/previous=%v", sp.name, sz.name, withPrev), func(t *testing.T) {
-					s := open(t)
-					const key = "b1/c.png"
-					var prev []byte
-					if withPrev {
-						prev = payload(20, 5<<10)
-						mustPut(t, s, key, prev)
-					}
-					data := payload(21, sz.n)
-					err := s.Put(ctxFor(t), key, bytes.NewReader(data), sp.spoil(infoOf(data, "")))
-					if !errors.Is(err, archive.ErrCorrupt) {
-						t.Errorf("Put with %s: err %v, want ErrCorrupt", sp.name, err)
-					}
-					wantPrevious(t, s, key, prev)
-				})
-			}
+			const key = "b1/c.png"
+			withAndWithoutPrevious(t, sp.name+"/"+sz.name+"/", open, key, 20, func(t *testing.T, s archive.Store, prev []byte) {
+				data := payload(21, sz.n)
+				err := s.Put(ctxFor(t), key, bytes.NewReader(data), sp.spoil(infoOf(data, "")))
+				if !errors.Is(err, archive.ErrCorrupt) {
+					t.Errorf("Put with %s: err %v, want ErrCorrupt", sp.name, err)
+				}
+				wantPrevious(t, s, key, prev)
+			})
 		}
 	}
 }
@@ -346,51 +348,35 @@ func testCorrupt(t *testing.T, open func(t *testing.T) archive.Store) {
 var errSource = errors.New("source broke")
 
 func testFailingReader(t *testing.T, open func(t *testing.T) archive.Store) {
-	for _, withPrev := range []bool{false, true} {
-		t.Run(fmt.Sprintf("previous=%v", withPrev), func(t *testing.T) {
-			s := open(t)
-			const key = "b1/f.png"
-			var prev []byte
-			if withPrev {
-				prev = payload(30, 5<<10)
-				mustPut(t, s, key, prev)
-			}
-			data := payload(31, big)
-			g := newGate(t, data, pauseAt)
-			g.failErr = errSource
-			err := s.Put(ctxFor(t), key, g, infoOf(data, ""))
-			if !errors.Is(err, errSource) {
-				t.Errorf("Put from a reader that fails midway: err %v, want it to wrap the reader's error", err)
-			}
-			wantPrevious(t, s, key, prev)
-		})
-	}
+	const key = "b1/f.png"
+	withAndWithoutPrevious(t, "", open, key, 30, func(t *testing.T, s archive.Store, prev []byte) {
+		data := payload(31, big)
+		g := newGate(t, data, pauseAt)
+		g.failErr = errSource
+		err := s.Put(ctxFor(t), key, g, infoOf(data, ""))
+		if !errors.Is(err, errSource) {
+			t.Errorf("Put from a reader that fails midway: err %v, want it to wrap the reader's error", err)
+		}
+		wantPrevious(t, s, key, prev)
+	})
 }
 
 func testCancel(t *testing.T, open func(t *testing.T) archive.Store) {
-	for _, withPrev := range []bool{false, true} {
-		t.Run(fmt.Sprintf("midway/previous=%v", withPrev), func(t *testing.T) {
-			s := open(t)
-			const key = "b1/x.png"
-			var prev []byte
-			if withPrev {
-				prev = payload(40, 5<<10)
-				mustPut(t, s, key, prev)
-			}
-			data := payload(41, big)
-			g := newGate(t, data, pauseAt)
-			ctx, cancel := context.WithCancel(ctxFor(t))
-			putErr := make(chan error, 1)
-			go func() { putErr <- s.Put(ctx, key, g, infoOf(data, "")) }()
-			waitPaused(t, g, putErr)
-			cancel()
-			g.Release() // the source goes on: the store must notice the context itself
-			if err := <-putErr; !errors.Is(err, context.Canceled) {
-				t.Errorf("Put cancelled midway: err %v, want context.Canceled", err)
-			}
-			wantPrevious(t, s, key, prev)
-		})
-	}
+	const key = "b1/x.png"
+	withAndWithoutPrevious(t, "midway/", open, key, 40, func(t *testing.T, s archive.Store, prev []byte) {
+		data := payload(41, big)
+		g := newGate(t, data, pauseAt)
+		ctx, cancel := context.WithCancel(ctxFor(t))
+		putErr := make(chan error, 1)
+		go func() { putErr <- s.Put(ctx, key, g, infoOf(data, "")) }()
+		waitPaused(t, g, putErr)
+		cancel()
+		g.Release() // the source goes on: the store must notice the context itself
+		if err := <-putErr; !errors.Is(err, context.Canceled) {
+			t.Errorf("Put cancelled midway: err %v, want context.Canceled", err)
+		}
+		wantPrevious(t, s, key, prev)
+	})
 	t.Run("before", func(t *testing.T) {
 		s := open(t)
 		ctx, cancel := context.WithCancel(ctxFor(t))
