@@ -29,19 +29,9 @@ cancel prints what it did and is idempotent. "kontextq retry BATCH --failed" que
 jobs again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := openSession(cmd, false)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ctx, batch := cmd.Context(), args[0]
-			l, _, err := s.batchLedger(ctx, batch)
-			if err != nil {
-				return err
-			}
-			tasks := newSubmitTasks(s.rdb, s.cfg.Namespace)
-			defer tasks.Close()
-			return cancelBatch(ctx, l, tasks, batch, cmd.OutOrStdout())
+			return withBatchTasks(cmd, args[0], func(ctx context.Context, l *jobs.Ledger, tasks *submitTasks) error {
+				return cancelBatch(ctx, l, tasks, args[0], cmd.OutOrStdout())
+			})
 		},
 	}
 }

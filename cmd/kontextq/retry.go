@@ -33,19 +33,9 @@ retry prints what it did and is idempotent: a second run finds nothing more to r
 			if !failed {
 				return usageErr(errors.New("say which jobs to retry: --failed"))
 			}
-			s, err := openSession(cmd, false)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ctx, batch := cmd.Context(), args[0]
-			l, _, err := s.batchLedger(ctx, batch)
-			if err != nil {
-				return err
-			}
-			tasks := newSubmitTasks(s.rdb, s.cfg.Namespace)
-			defer tasks.Close()
-			return retryFailed(ctx, l, tasks, batch, interrupted, cmd.OutOrStdout())
+			return withBatchTasks(cmd, args[0], func(ctx context.Context, l *jobs.Ledger, tasks *submitTasks) error {
+				return retryFailed(ctx, l, tasks, args[0], interrupted, cmd.OutOrStdout())
+			})
 		},
 	}
 	cmd.Flags().BoolVar(&failed, "failed", false, "retry the failed jobs (required)")
@@ -81,6 +71,23 @@ type submitTasks struct {
 	client *asynq.Client
 	insp   *asynq.Inspector
 	queues jobs.Queues
+}
+
+// withBatchTasks runs fn, for the batch operations (retry, cancel), on the ledger of a batch known
+// to be in it and on the submit tasks of its namespace.
+func withBatchTasks(cmd *cobra.Command, batch string, fn func(ctx context.Context, l *jobs.Ledger, tasks *submitTasks) error) error {
+	s, err := openSession(cmd, false)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	l, _, err := s.batchLedger(cmd.Context(), batch)
+	if err != nil {
+		return err
+	}
+	tasks := newSubmitTasks(s.rdb, s.cfg.Namespace)
+	defer tasks.Close()
+	return fn(cmd.Context(), l, tasks)
 }
 
 func newSubmitTasks(rdb redis.UniversalClient, ns string) *submitTasks {
