@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kontextq/kontextq/kie"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 )
 
@@ -34,12 +35,12 @@ func (c *simClock) Advance(d time.Duration) {
 }
 
 type simBundle struct {
-	sim    *kietest.Server
+	sim    *kiesim.Server
 	clock  *simClock
 	client *kie.Client
 }
 
-func setupSim(t *testing.T, o kietest.Options) simBundle {
+func setupSim(t *testing.T, o kiesim.Options) simBundle {
 	t.Helper()
 	clock := &simClock{now: time.Date(2025, 6, 1, 10, 0, 0, 0, time.UTC)}
 	o.Now = clock.Now
@@ -86,7 +87,7 @@ func (b simBundle) fetchImage(t *testing.T, url string) (format string, size ima
 }
 
 func TestSimGenerateAndArchive(t *testing.T) {
-	b := setupSim(t, kietest.Options{Seed: 1, Quirks: true})
+	b := setupSim(t, kiesim.Options{Seed: 1, Quirks: true})
 	ctx := context.Background()
 
 	credits, err := b.client.Credits(ctx)
@@ -148,7 +149,7 @@ func TestSimGenerateAndArchive(t *testing.T) {
 }
 
 func TestSimUploadsFeedEdits(t *testing.T) {
-	b := setupSim(t, kietest.Options{Seed: 2})
+	b := setupSim(t, kiesim.Options{Seed: 2})
 	ctx := context.Background()
 	img := pngBytes(t)
 
@@ -204,10 +205,10 @@ func TestSimFaults(t *testing.T) {
 	}
 	for _, sig := range []struct {
 		name   string
-		signal kietest.Signal
-	}{{"body code", kietest.SignalBody}, {"HTTP status", kietest.SignalHTTP}} {
+		signal kiesim.Signal
+	}{{"body code", kiesim.SignalBody}, {"HTTP status", kiesim.SignalHTTP}} {
 		signal := sig.name
-		b := setupSim(t, kietest.Options{Seed: 3, ErrorSignal: sig.signal})
+		b := setupSim(t, kiesim.Options{Seed: 3, ErrorSignal: sig.signal})
 
 		t.Run(signal+"/bad key", func(t *testing.T) {
 			bad, _ := kie.New(kie.Options{APIKey: "not-the-key", BaseURL: b.sim.APIURL, UploadURL: b.sim.UploadURL})
@@ -260,7 +261,7 @@ func TestSimFaults(t *testing.T) {
 	}
 
 	t.Run("CDN refuses Go's user agent, not ours", func(t *testing.T) {
-		b := setupSim(t, kietest.Options{Seed: 4})
+		b := setupSim(t, kiesim.Options{Seed: 4})
 		goUA, _ := kie.New(kie.Options{APIKey: b.sim.Key, BaseURL: b.sim.APIURL, UserAgent: "Go-http-client/1.1"})
 		if err := gen(goUA); !kie.IsCDNRefused(err) || kie.IsBadKey(err) {
 			t.Errorf("%v, want IsCDNRefused", err)
@@ -273,7 +274,7 @@ func TestSimFaults(t *testing.T) {
 
 func TestSimTransientFaults(t *testing.T) {
 	ctx := context.Background()
-	b := setupSim(t, kietest.Options{Seed: 5, TransientErrorRate: 1})
+	b := setupSim(t, kiesim.Options{Seed: 5, TransientErrorRate: 1})
 	if _, err := b.client.Generate(ctx, kie.GenerateRequest{Prompt: "a kite"}); !kie.IsTransient(err) {
 		t.Errorf("Generate under server errors: %v, want IsTransient", err)
 	}
@@ -281,7 +282,7 @@ func TestSimTransientFaults(t *testing.T) {
 		t.Errorf("a failed generate created %d tasks", st.Accepted)
 	}
 
-	b = setupSim(t, kietest.Options{Seed: 6, TruncateRate: 1})
+	b = setupSim(t, kiesim.Options{Seed: 6, TruncateRate: 1})
 	taskID, err := b.client.Generate(ctx, kie.GenerateRequest{Prompt: "a kite"})
 	if err != nil {
 		t.Fatal(err)
@@ -301,8 +302,8 @@ func TestSimTransientFaults(t *testing.T) {
 // Kie documents no Retry-After header; when one appears on a 429 or a 455, the client carries it
 // to the caller in either signalling form.
 func TestSimRetryAfterReachesTheCaller(t *testing.T) {
-	for _, sig := range []kietest.Signal{kietest.SignalBody, kietest.SignalHTTP} {
-		b := setupSim(t, kietest.Options{GenerateLimit: 1, GenerateWindow: 10 * time.Second, ErrorSignal: sig, RetryAfter: 7 * time.Second})
+	for _, sig := range []kiesim.Signal{kiesim.SignalBody, kiesim.SignalHTTP} {
+		b := setupSim(t, kiesim.Options{GenerateLimit: 1, GenerateWindow: 10 * time.Second, ErrorSignal: sig, RetryAfter: 7 * time.Second})
 		ctx := context.Background()
 		if _, err := b.client.Generate(ctx, kie.GenerateRequest{Prompt: "first"}); err != nil {
 			t.Fatal(err)

@@ -15,7 +15,7 @@ import (
 
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/server"
 	"github.com/kontextq/kontextq/worker"
 )
@@ -153,7 +153,7 @@ func TestForgedCallbacksNeverChangeTheArchive(t *testing.T) {
 	evilURL := evil.URL + "/result.png"
 
 	f := setup(t, fixtureOpts{
-		sim: kietest.Options{CallbackHMACKey: []byte(testHMAC), GenTimeMedian: 1500 * time.Millisecond, GenTimeSigma: -1},
+		sim: kiesim.Options{CallbackHMACKey: []byte(testHMAC), GenTimeMedian: 1500 * time.Millisecond, GenTimeSigma: -1},
 		worker: func(o *worker.Options) {
 			o.FirstPoll = 2 * time.Minute // polling would archive it only after the test's deadline
 			o.PollInterval = 2 * time.Minute

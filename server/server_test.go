@@ -22,6 +22,7 @@ import (
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/server"
@@ -38,7 +39,7 @@ const (
 type fixture struct {
 	env    *redistest.Env
 	ns     string
-	sim    *kietest.Server
+	sim    *kiesim.Server
 	srv    *server.Server
 	url    string
 	enq    *jobs.Enqueuer
@@ -52,7 +53,7 @@ type fixture struct {
 type fixtureOpts struct {
 	server func(*server.Options) // adjusts the server's options
 	worker func(*worker.Options) // adjusts the worker's options
-	sim    kietest.Options
+	sim    kiesim.Options
 }
 
 func setup(t *testing.T, fo fixtureOpts) *fixture {

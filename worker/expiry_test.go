@@ -12,7 +12,7 @@ import (
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/worker"
 )
 
@@ -24,7 +24,7 @@ func TestEveryResultArchivedBeforeExpiry(t *testing.T) {
 		ttl = 8 * time.Second // compressed from 24 h, with room for a loaded 2-core CI machine
 	)
 	b := setup(t, setupOpts{
-		sim: kietest.Options{
+		sim: kiesim.Options{
 			GenerateLimit: 50, GenerateWindow: time.Second,
 			RecordInfoLimit: 100, RecordInfoWindow: time.Second,
 			GenTimeMedian: time.Second, GenTimeSigma: 0.3,

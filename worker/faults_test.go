@@ -19,7 +19,7 @@ import (
 
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/worker"
 )
@@ -117,9 +117,9 @@ func mentions(s string) func(args []any) bool {
 // with no task to submit it: the batch would never finish.
 func TestSubmitRateLimitedOnLastAttemptStillSubmits(t *testing.T) {
 	b := setup(t, setupOpts{
-		sim: kietest.Options{
+		sim: kiesim.Options{
 			GenerateLimit: 1, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second,
-			GenTimeMedian: 200 * time.Millisecond, GenTimeSigma: -1, ErrorSignal: kietest.SignalHTTP,
+			GenTimeMedian: 200 * time.Millisecond, GenTimeSigma: -1, ErrorSignal: kiesim.SignalHTTP,
 		},
 		// Told far more than Kie allows, so that one of the two submits meets Kie's 429.
 		told: ratelimit.Rate{Events: 20, Per: time.Second},
@@ -161,7 +161,7 @@ func TestSubmitRateLimitedOnLastAttemptStillSubmits(t *testing.T) {
 // resubmission. When Redis fails between the two, the poll is retried: the retry must queue
 // the resubmission rather than find the job queued and leave it there forever.
 func TestRequeueSurvivesRedisErrorBeforeResubmission(t *testing.T) {
-	b := setup(t, setupOpts{sim: kietest.Options{
+	b := setup(t, setupOpts{sim: kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second,
 		GenTimeMedian: 200 * time.Millisecond, GenTimeSigma: -1, GenerationFailureRate: 1,
 	}})

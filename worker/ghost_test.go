@@ -9,7 +9,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/worker"
 )
 
@@ -25,7 +25,7 @@ func TestTaskUnknownToKieEndsTheJob(t *testing.T) {
 		{"past the poll limit", time.Millisecond, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			b := setup(t, setupOpts{sim: kietest.Options{GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second},
+			b := setup(t, setupOpts{sim: kiesim.Options{GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second},
 				worker: worker.Options{PollTimeout: c.pollTimeout}})
 			ctx := context.Background()
 			ref := jobs.Ref{Batch: "ghosts", ID: "g1"}

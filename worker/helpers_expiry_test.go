@@ -7,14 +7,14 @@ import (
 
 	"github.com/hibiken/asynq"
 
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/worker"
 )
 
 // calmSim is a well-behaved simulator with generous limits and quick generations.
-func calmSim() kietest.Options {
-	return kietest.Options{
+func calmSim() kiesim.Options {
+	return kiesim.Options{
 		GenerateLimit: 50, GenerateWindow: time.Second, RecordInfoLimit: 100, RecordInfoWindow: time.Second,
 		GenTimeMedian: 300 * time.Millisecond, GenTimeSigma: 0.2,
 	}

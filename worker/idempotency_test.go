@@ -9,13 +9,13 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 )
 
 // Every handler may run twice, even at the same time (asynq redelivers after crashes and
 // shutdowns; callbacks race polls): the second run must do nothing new, above all pay nothing.
 func TestHandlersRunTwiceDoNothingNew(t *testing.T) {
-	b := setup(t, setupOpts{sim: kietest.Options{
+	b := setup(t, setupOpts{sim: kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second,
 		GenTimeMedian: 50 * time.Millisecond, GenTimeSigma: 0.1,
 	}})

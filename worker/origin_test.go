@@ -15,7 +15,7 @@ import (
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/worker"
 )
 
@@ -132,7 +132,7 @@ func TestRearchive(t *testing.T) {
 	b.checkArchive(t, "fix")
 
 	// An hour later Kie has dropped the results.
-	b.sim.Update(func(o *kietest.Options) { o.Now = func() time.Time { return time.Now().Add(2 * time.Hour) } })
+	b.sim.Update(func(o *kiesim.Options) { o.Now = func() time.Time { return time.Now().Add(2 * time.Hour) } })
 	sc, _ := archive.ReadSidecar(ctx, b.store, "fix", "lost")
 	if _, err := b.w.Rearchive(ctx, sc); !errors.Is(err, worker.ErrResultGone) {
 		t.Errorf("re-archiving an expired result: %v, want ErrResultGone", err)

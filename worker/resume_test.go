@@ -8,7 +8,7 @@ import (
 	"github.com/hibiken/asynq"
 
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/worker"
 )
 
@@ -16,7 +16,7 @@ import (
 // and the journal: nothing Kie was paid for is paid again, nothing archived is fetched again, and
 // a call that may have reached Kie unanswered fails the job instead of paying twice.
 func TestRestoreAfterLedgerLoss(t *testing.T) {
-	b := setup(t, setupOpts{sim: kietest.Options{
+	b := setup(t, setupOpts{sim: kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second,
 		GenTimeMedian: 200 * time.Millisecond, Seed: 11,
 	}})
@@ -88,7 +88,7 @@ func TestRestoreAfterLedgerLoss(t *testing.T) {
 
 // Resume schedules whatever a job needs next, so a job whose tasks were lost still finishes.
 func TestResume(t *testing.T) {
-	b := setup(t, setupOpts{sim: kietest.Options{
+	b := setup(t, setupOpts{sim: kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second,
 		GenTimeMedian: 200 * time.Millisecond, Seed: 12,
 	}})

@@ -15,6 +15,7 @@ import (
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/worker"
@@ -23,7 +24,7 @@ import (
 // bundle is one test's pipeline: real Redis, the simulator, a local archive.
 type bundle struct {
 	env    *redistest.Env
-	sim    *kietest.Server
+	sim    *kiesim.Server
 	store  archive.Store
 	dir    string
 	w      *worker.Worker
@@ -33,7 +34,7 @@ type bundle struct {
 }
 
 type setupOpts struct {
-	sim      kietest.Options
+	sim      kiesim.Options
 	worker   worker.Options
 	told     ratelimit.Rate // the rate the worker is told (default: the simulator's)
 	logLevel slog.Level
@@ -179,7 +180,7 @@ func (b *bundle) checkArchive(t *testing.T, batch string) (archived int) {
 func TestPipelineUnderFaults(t *testing.T) {
 	const n = 200
 	b := setup(t, setupOpts{
-		sim: kietest.Options{
+		sim: kiesim.Options{
 			GenerateLimit: 20, GenerateWindow: time.Second,
 			RecordInfoLimit: 60, RecordInfoWindow: time.Second,
 			GenTimeMedian: 300 * time.Millisecond, GenTimeSigma: 0.5,
@@ -188,7 +189,7 @@ func TestPipelineUnderFaults(t *testing.T) {
 			TruncateRate:          0.10,
 			Quirks:                true,
 			ContentPolicyWords:    []string{"forbidden"},
-			ErrorSignal:           kietest.SignalEither,
+			ErrorSignal:           kiesim.SignalEither,
 			Seed:                  7,
 		},
 		// Told more than the true limit, so Kie's 429s (in both forms) happen.

@@ -17,7 +17,7 @@ import (
 
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/server"
 )
 
@@ -91,7 +91,7 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 		return fmt.Errorf("demo: starting the Kie simulator: %w", err)
 	}
 	simURL := "http://" + simLn.Addr().String()
-	sim := kietest.New(kietest.Options{
+	sim := kiesim.New(kiesim.Options{
 		Key: cfg.KieAPIKey.Reveal(), PublicURL: simURL, Seed: time.Now().UnixNano(),
 		GenerateLimit: cfg.Rate.Events, GenerateWindow: cfg.Rate.Per,
 		GenTimeMedian: 3 * time.Second, GenTimeSigma: 0.4, ImageMaxSide: 512,

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 )
 
@@ -21,7 +22,7 @@ func TestRunInMemoryKilledMidBatch(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills and restarts a run; takes about half a minute")
 	}
-	sim := kietest.NewServer(t, kietest.Options{
+	sim := kietest.NewServer(t, kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 60, RecordInfoWindow: time.Second,
 		GenTimeMedian: 700 * time.Millisecond, Seed: 4,
 	})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 )
 
@@ -25,7 +26,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 		t.Skip("kills and restarts a worker; takes about a minute")
 	}
 	env := redistest.New(t)
-	sim := kietest.NewServer(t, kietest.Options{
+	sim := kietest.NewServer(t, kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second,
 		GenTimeMedian: 500 * time.Millisecond, Seed: 3,
 	})

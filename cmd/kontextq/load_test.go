@@ -16,7 +16,7 @@ import (
 
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 )
 
 // cliEnv is the environment of a kontextq process working in the test's namespace.
@@ -268,7 +268,7 @@ func squeeze(s string) string {
 func TestLocalEditIsUploadedThenSubmitted(t *testing.T) {
 	t.Parallel()
 	env := redistest.New(t)
-	sim := fastSim(t, kietest.Options{})
+	sim := fastSim(t, kiesim.Options{})
 	dir := t.TempDir()
 	envv := workerEnv(env, sim, dir)
 	writeFile(t, filepath.Join(dir, "shoe.png"), pngBytes(t, 30, 20))

@@ -10,13 +10,14 @@ import (
 	"time"
 
 	"github.com/kontextq/kontextq/internal/redistest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 )
 
 // While run works a batch, its dashboard and metrics are served on --listen.
 func TestRunServesDashboardAndMetrics(t *testing.T) {
 	env := redistest.New(t)
-	sim := kietest.NewServer(t, kietest.Options{GenTimeMedian: 6 * time.Second, GenTimeSigma: 0.1})
+	sim := kietest.NewServer(t, kiesim.Options{GenTimeMedian: 6 * time.Second, GenTimeSigma: 0.1})
 	dir := t.TempDir()
 	file := filepath.Join(dir, "few.txt")
 	if err := os.WriteFile(file, []byte("a kite over dunes\na kite over a lake\na kite over a city\n"), 0o644); err != nil {

@@ -9,13 +9,13 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 )
 
 func newSimCmd() *cobra.Command {
 	var (
 		addr             string
-		o                kietest.Options
+		o                kiesim.Options
 		limit, pollLimit string
 	)
 	cmd := &cobra.Command{
@@ -43,7 +43,7 @@ KIE_API_KEY set to its key (default sim-key).`,
 			if o.PublicURL == "" {
 				o.PublicURL = "http://" + ln.Addr().String()
 			}
-			sim := kietest.New(o)
+			sim := kiesim.New(o)
 			defer sim.Close()
 			srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
 			fmt.Fprintf(cmd.OutOrStdout(), "Kie simulator on %s (key %q)\n  export KIE_BASE_URL=%s KIE_UPLOAD_URL=%s KIE_API_KEY=%s\n",

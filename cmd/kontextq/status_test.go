@@ -14,19 +14,20 @@ import (
 
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 	"github.com/kontextq/kontextq/ratelimit"
 )
 
 // workerEnv is the environment of kontextq processes that talk to the simulator.
-func workerEnv(env *redistest.Env, sim *kietest.Server, dir string) []string {
+func workerEnv(env *redistest.Env, sim *kiesim.Server, dir string) []string {
 	return cliEnv(env,
 		"KIE_API_KEY="+sim.Key, "KIE_BASE_URL="+sim.APIURL, "KIE_UPLOAD_URL="+sim.UploadURL,
 		"KONTEXTQ_ARCHIVE="+filepath.Join(dir, "archive"), "KONTEXTQ_RATE=20/1s", "KONTEXTQ_POLL_RATE=50/1s",
 		"KONTEXTQ_FIRST_POLL=1s", "KONTEXTQ_POLL_INTERVAL=1s")
 }
 
-func fastSim(t *testing.T, o kietest.Options) *kietest.Server {
+func fastSim(t *testing.T, o kiesim.Options) *kiesim.Server {
 	o.GenerateLimit, o.GenerateWindow = 50, time.Second
 	o.RecordInfoLimit, o.RecordInfoWindow = 100, time.Second
 	o.GenTimeMedian, o.Seed = 300*time.Millisecond, 7
@@ -40,7 +41,7 @@ func TestBatchLifecycle(t *testing.T) {
 	t.Parallel()
 	env := redistest.New(t)
 	ctx := context.Background()
-	sim := fastSim(t, kietest.Options{ContentPolicyWords: []string{"forbidden"}})
+	sim := fastSim(t, kiesim.Options{ContentPolicyWords: []string{"forbidden"}})
 	dir := t.TempDir()
 	envv := workerEnv(env, sim, dir)
 	ledger := jobs.NewLedger(env.Client, jobs.LedgerOptions{Namespace: env.Prefix + "ns"})

@@ -14,7 +14,7 @@ import (
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 )
 
 func TestExitStatus(t *testing.T) {
@@ -137,7 +137,7 @@ func TestCheckArchiveWritable(t *testing.T) {
 func TestCancelLargeBatch(t *testing.T) {
 	t.Parallel()
 	env := redistest.New(t)
-	sim := fastSim(t, kietest.Options{})
+	sim := fastSim(t, kiesim.Options{})
 	dir := t.TempDir()
 	envv := workerEnv(env, sim, dir)
 	n := maxTaskRemovals + 100
@@ -161,8 +161,8 @@ func TestCancelLargeBatch(t *testing.T) {
 	within(t, time.Minute, "the worker to drain the cancelled tasks", func() bool { return submitQueue(t, env).Size == 0 })
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	w.wait(t, 30*time.Second)
-	if st := sim.Stats(); st.Requests[kietest.EndpointGenerate] != 0 {
-		t.Errorf("%d generate calls for a cancelled batch, want 0", st.Requests[kietest.EndpointGenerate])
+	if st := sim.Stats(); st.Requests[kiesim.EndpointGenerate] != 0 {
+		t.Errorf("%d generate calls for a cancelled batch, want 0", st.Requests[kiesim.EndpointGenerate])
 	}
 }
 
@@ -171,7 +171,7 @@ func TestCancelLargeBatch(t *testing.T) {
 func TestWrongKieKey(t *testing.T) {
 	t.Parallel()
 	env := redistest.New(t)
-	sim := fastSim(t, kietest.Options{})
+	sim := fastSim(t, kiesim.Options{})
 	dir := t.TempDir()
 	path := writeFile(t, filepath.Join(dir, "kites.txt"), []byte("a red kite\n"))
 	wrong := []string{"KIE_API_KEY=not-" + sim.Key, "KIE_BASE_URL=" + sim.APIURL, "KIE_UPLOAD_URL=" + sim.UploadURL}
@@ -193,7 +193,7 @@ func TestWrongKieKey(t *testing.T) {
 			}
 		})
 	}
-	if n := sim.Stats().Requests[kietest.EndpointGenerate]; n != 0 {
+	if n := sim.Stats().Requests[kiesim.EndpointGenerate]; n != 0 {
 		t.Errorf("%d generate calls with a wrong key, want 0", n)
 	}
 }

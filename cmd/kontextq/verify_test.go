@@ -18,13 +18,14 @@ import (
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 )
 
 // verifyEnv is a simulator, a Redis namespace and the environment that points kontextq at them.
 type verifyEnv struct {
 	dir    string
-	sim    *kietest.Server
+	sim    *kiesim.Server
 	ledger *jobs.Ledger
 	env    []string
 }
@@ -32,7 +33,7 @@ type verifyEnv struct {
 func newVerifyEnv(t *testing.T, archiveLoc string, extra ...string) *verifyEnv {
 	t.Helper()
 	r := redistest.New(t)
-	sim := kietest.NewServer(t, kietest.Options{
+	sim := kietest.NewServer(t, kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second,
 		GenTimeMedian: 300 * time.Millisecond,
 	})
@@ -116,7 +117,7 @@ func TestVerifyAndRepair(t *testing.T) {
 	}
 
 	// Once Kie has dropped the result, a lost image cannot be repaired, and verify says so.
-	v.sim.Update(func(o *kietest.Options) { o.Now = func() time.Time { return time.Now().Add(15 * 24 * time.Hour) } })
+	v.sim.Update(func(o *kiesim.Options) { o.Now = func() time.Time { return time.Now().Add(15 * 24 * time.Hour) } })
 	if err := os.Remove(deleted.Location); err != nil {
 		t.Fatal(err)
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/kontextq/kontextq/kie"
-	"github.com/kontextq/kontextq/kie/kietest"
+	"github.com/kontextq/kontextq/kie/kiesim"
 )
 
 // generatePath is the generate endpoint as Kie (and the simulator) serve it.
@@ -25,7 +25,7 @@ const simKey = "bench-sim-key"
 // simServer is one simulated Kie account served on a loopback port, with a record of every
 // generate answer.
 type simServer struct {
-	*kietest.Sim
+	*kiesim.Sim
 	url string
 	srv *http.Server
 
@@ -42,7 +42,7 @@ func startSim(o Options) (*simServer, error) {
 		return nil, fmt.Errorf("bench: listening for the simulator: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
-	sim := kietest.New(kietest.Options{
+	sim := kiesim.New(kiesim.Options{
 		Key:              simKey,
 		Seed:             o.Seed,
 		PublicURL:        url,
@@ -50,7 +50,7 @@ func startSim(o Options) (*simServer, error) {
 		GenerateWindow:   o.Window,
 		RecordInfoLimit:  kiePollEvents,
 		RecordInfoWindow: o.compress(kiePollPer),
-		ErrorSignal:      kietest.SignalEither,
+		ErrorSignal:      kiesim.SignalEither,
 		GenTimeMedian:    o.GenTime,
 	})
 	s := &simServer{Sim: sim, url: url}
@@ -138,8 +138,8 @@ func (s *simServer) figures(o Options) Figures {
 	}
 	f := Figures{
 		Accepted:        st.Accepted,
-		RateLimited:     st.Answers[kietest.AnswerKey{Endpoint: kietest.EndpointGenerate, Code: 429}],
-		PollRateLimited: st.Answers[kietest.AnswerKey{Endpoint: kietest.EndpointRecordInfo, Code: 429}],
+		RateLimited:     st.Answers[kiesim.AnswerKey{Endpoint: kiesim.EndpointGenerate, Code: 429}],
+		PollRateLimited: st.Answers[kiesim.AnswerKey{Endpoint: kiesim.EndpointRecordInfo, Code: 429}],
 		MaxInWindow:     st.MaxInWindow,
 		LateRateLimited: lateRateLimited(answers, o.Window, storm),
 	}

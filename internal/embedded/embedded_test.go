@@ -20,6 +20,7 @@ import (
 	"github.com/kontextq/kontextq/internal/embedded"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/worker"
@@ -121,7 +122,7 @@ func TestPipeline(t *testing.T) {
 	// limit can reach Kie bunched on a loaded machine and draw a lone 429, which the limiter
 	// accepts by design; with headroom, any 429 means the limiter did not hold (told far more
 	// than the account allows, the workers draw several).
-	sim := kietest.NewServer(t, kietest.Options{
+	sim := kietest.NewServer(t, kiesim.Options{
 		GenerateLimit: 16, GenerateWindow: time.Second, RecordInfoLimit: 64, RecordInfoWindow: time.Second,
 		GenTimeMedian: 300 * time.Millisecond, Seed: 5,
 	})

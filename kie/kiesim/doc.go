@@ -1,4 +1,4 @@
-// Package kietest simulates Kie.ai's Flux Kontext API, its file-upload host and its file CDN,
+// Package kiesim simulates Kie.ai's Flux Kontext API, its file-upload host and its file CDN,
 // in process, faithfully enough that a client which works against it works against Kie.
 //
 // The model: one Sim is one Kie account. A generate call that passes Kie's checks (key, user
@@ -16,4 +16,4 @@
 //
 // Use NewServer in tests (the API and upload endpoints live under separate path prefixes, as
 // on Kie's two hosts) and New(...).Handler() to serve everything at Kie's real paths.
-package kietest
+package kiesim

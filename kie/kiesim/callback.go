@@ -1,4 +1,4 @@
-package kietest
+package kiesim
 
 import (
 	"bytes"
@@ -158,7 +158,7 @@ func (s *Sim) post(target string, body, key []byte, taskID string, unix int64, t
 		return false
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "kietest-callback/1")
+	req.Header.Set("User-Agent", "kiesim-callback/1")
 	if len(key) > 0 {
 		ts := strconv.FormatInt(unix, 10)
 		req.Header.Set("X-Webhook-Timestamp", ts)

@@ -1,4 +1,4 @@
-package kietest
+package kiesim
 
 import (
 	"bytes"
@@ -147,7 +147,7 @@ func (s *Sim) fetch(ctx context.Context, raw, base string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("building request: %w", err)
 	}
-	req.Header.Set("User-Agent", "kietest-fetch/1")
+	req.Header.Set("User-Agent", "kiesim-fetch/1")
 	resp, err := s.client.Do(req)
 	if err != nil {
 		return nil, fmt.Errorf("fetching: %w", err)

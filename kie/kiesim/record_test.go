@@ -1,4 +1,4 @@
-package kietest
+package kiesim
 
 import (
 	"fmt"

@@ -1,4 +1,4 @@
-package kietest
+package kiesim
 
 import (
 	"crypto/hmac"
@@ -208,7 +208,7 @@ func TestCallbackDropAndDuplicate(t *testing.T) {
 
 func TestCallbackTimerWithRealClock(t *testing.T) {
 	rc := newReceiver(t)
-	srv := NewServer(t, Options{GenTimeMedian: 30 * time.Millisecond, GenTimeSigma: -1})
+	srv := newServer(t, Options{GenTimeMedian: 30 * time.Millisecond, GenTimeSigma: -1})
 	f := &fixture{t: t, srv: srv, hc: http.DefaultClient}
 	f.submit(map[string]any{"prompt": "a", "callBackUrl": rc.srv.URL})
 	select {

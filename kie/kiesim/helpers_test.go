@@ -1,4 +1,4 @@
-package kietest
+package kiesim
 
 import (
 	"bytes"
@@ -62,7 +62,7 @@ func setup(t *testing.T, o Options) *fixture {
 	if o.ErrorSignal == SignalEither {
 		o.ErrorSignal = SignalBody
 	}
-	return &fixture{t: t, srv: NewServer(t, o), clock: c, hc: &http.Client{Timeout: 10 * time.Second}}
+	return &fixture{t: t, srv: newServer(t, o), clock: c, hc: &http.Client{Timeout: 10 * time.Second}}
 }
 
 func (f *fixture) request(method, url string, body []byte, contentType string, edit func(*http.Request)) reply {
@@ -169,3 +169,14 @@ func (f *fixture) get(url string) reply {
 }
 
 func prompt(p string) map[string]any { return map[string]any{"prompt": p} }
+
+// newServer starts a simulator for one test.
+func newServer(tb testing.TB, o Options) *Server {
+	tb.Helper()
+	s, err := Start(o)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(s.Close)
+	return s
+}

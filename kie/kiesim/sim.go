@@ -1,4 +1,4 @@
-package kietest
+package kiesim
 
 import (
 	"context"
@@ -181,10 +181,10 @@ func (s *Sim) set(f func()) {
 }
 
 // String keeps the key out of %v output of a Sim (and of a Server, which embeds it).
-func (s *Sim) String() string { return "kietest.Sim" }
+func (s *Sim) String() string { return "kiesim.Sim" }
 
 // GoString keeps the key out of %#v output.
-func (s *Sim) GoString() string { return "kietest.Sim" }
+func (s *Sim) GoString() string { return "kiesim.Sim" }
 
 // endpoint is one API or upload route; handle runs after the gate (UA, auth, maintenance,
 // transient faults) with the body already read.
@@ -310,7 +310,7 @@ func (s *Sim) write(w http.ResponseWriter, ep endpoint, a answer) {
 	}
 	b, err := json.Marshal(env)
 	if err != nil {
-		http.Error(w, "kietest: encoding answer: "+err.Error(), http.StatusInternalServerError)
+		http.Error(w, "kiesim: encoding answer: "+err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")

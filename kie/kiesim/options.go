@@ -1,4 +1,4 @@
-package kietest
+package kiesim
 
 import (
 	"fmt"
@@ -175,7 +175,7 @@ func (o Options) price(model string) float64 {
 
 // String keeps the bearer key and the HMAC key out of logs and %v / %+v output.
 func (o Options) String() string {
-	return fmt.Sprintf("kietest.Options{Key:%s Seed:%d PublicURL:%q GenerateLimit:%d/%s RecordInfoLimit:%d/%s Quirks:%t CallbackHMACKey:%s}",
+	return fmt.Sprintf("kiesim.Options{Key:%s Seed:%d PublicURL:%q GenerateLimit:%d/%s RecordInfoLimit:%d/%s Quirks:%t CallbackHMACKey:%s}",
 		redact(o.Key != ""), o.Seed, o.PublicURL, o.GenerateLimit, o.GenerateWindow,
 		o.RecordInfoLimit, o.RecordInfoWindow, o.Quirks, redact(len(o.CallbackHMACKey) > 0))
 }
