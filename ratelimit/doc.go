@@ -53,8 +53,8 @@
 // ceiling learned at the start of the storm, so a storm never lowers the ceiling below the true
 // limit; once it passes, the rate climbs back to the configured rate. A learned ceiling is
 // trusted for Options.ProbeAfter without a new 429 and then forgotten, which is how the limiter
-// probes above it again, rarely. Pause is for refusals that say nothing about the rate
-// (maintenance, no credits): a cool-down without a cut or a lesson.
+// probes above it again, rarely. Refusals that say nothing about the rate (maintenance, no
+// credits) are not the limiter's: the worker pauses the account for them.
 //
 // In the package's simulation against a strict 20/10s window with 250-400 ms round trips, told
 // the truth it uses 98% of the limit with no 429; told 60/10s it uses 97% with two 429s, none

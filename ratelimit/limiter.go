@@ -139,7 +139,8 @@ func (l *Limiter) WaitAtMost(ctx context.Context, maxWait time.Duration) (grante
 }
 
 // Throttled reports that a call made with a token of this budget was refused as rate limited
-// (429), or refused for maintenance (455) when Pause does not fit. retryAfter is the server's
+// (429). Refusals that say nothing about the rate (maintenance, no credits) are not reported
+// here: the worker pauses the account for them. retryAfter is the server's
 // Retry-After (0 if none). Every process of the account then cools down for max(retryAfter,
 // Rate.Per) and the shared rate is cut; the window before the refusal is recorded as a
 // measurement of the true limit (see the package documentation). A lone 429 after a window
@@ -150,13 +151,6 @@ func (l *Limiter) WaitAtMost(ctx context.Context, maxWait time.Duration) (grante
 // returned.
 func (l *Limiter) Throttled(ctx context.Context, retryAfter time.Duration) error {
 	return l.throttle(ctx, retryAfter, true)
-}
-
-// Pause stops every process of the account from taking tokens for d (one window if d is 0)
-// without reading anything into it about the rate: for maintenance (455) or an account that
-// cannot submit for a while (402), where the refusal says nothing about the limit.
-func (l *Limiter) Pause(ctx context.Context, d time.Duration) error {
-	return l.throttle(ctx, d, false)
 }
 
 // Stats returns this process's counters and the account's state as last seen.

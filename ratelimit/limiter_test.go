@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"math/rand/v2"
 	"net"
 	"sync"
@@ -443,31 +442,6 @@ func TestWaitSharesOneTokenPerRoundTrip(t *testing.T) {
 	// A final release on cancellation may add one trip per waiter.
 	if trips > granted+int64(len(procs)*3)+2 {
 		t.Errorf("%d round trips for %d grants: contending processes should need about one per token", trips, granted)
-	}
-}
-
-func TestPauseCoolsDownWithoutLesson(t *testing.T) {
-	ctx := context.Background()
-	b := setup(t)
-	p1, p2 := b.limiter(Options{}), b.limiter(Options{})
-	if res, _ := p1.Allow(ctx); !res.Allowed {
-		t.Fatal("first token denied")
-	}
-	b.clock.Advance(time.Second)
-	if err := p1.Pause(ctx, time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	res, err := p2.Allow(ctx)
-	if err != nil || res.Allowed || res.RetryAfter != time.Minute {
-		t.Fatalf("other process during a one-minute pause: %+v, %v", res, err)
-	}
-	s := p2.Stats()
-	if math.Abs(s.CurrentRate-s.ConfiguredRate) > 1e-9 || s.LearnedCeiling != 0 {
-		t.Errorf("a pause changed the rate to %.3f/s (ceiling %d), want %.3f/s untouched", s.CurrentRate, s.LearnedCeiling, s.ConfiguredRate)
-	}
-	b.clock.Advance(time.Minute)
-	if res, _ := p2.Allow(ctx); !res.Allowed {
-		t.Errorf("after the pause: %+v, want granted", res)
 	}
 }
 

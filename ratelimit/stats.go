@@ -10,7 +10,7 @@ type Stats struct {
 	Granted int64
 	// Denied counts denials, including those decided locally without asking Redis.
 	Denied int64
-	// Throttled counts Throttled calls (429s) and Pause calls reported by this process.
+	// Throttled counts Throttled calls (429s) reported by this process.
 	Throttled int64
 	// Errors counts Redis errors (each one denied a token).
 	Errors int64
@@ -34,7 +34,7 @@ const (
 	EventGranted EventKind = iota
 	// EventDenied: no token now; Stats.CooldownUntil and the returned RetryAfter say when.
 	EventDenied
-	// EventThrottled: this process reported a 429 or a pause.
+	// EventThrottled: this process reported a 429.
 	EventThrottled
 	// EventError: Redis failed; the token was denied.
 	EventError

@@ -41,7 +41,7 @@ func NewMetrics() *Metrics {
 		submissions: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_submissions_total",
 			Help: "Generate calls Kie accepted: paid tasks."}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_rate_limited_total",
-			Help: "429 answers from Kie, by endpoint (generate, record-info, upload)."}, []string{"endpoint"}),
+			Help: "429 answers from Kie, by endpoint (generate, record-info, upload, download, download-url)."}, []string{"endpoint"}),
 		generation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kontextq_generation_seconds",
 			Help:    "Time from a task's submission to the poll that saw it succeed.",
 			Buckets: []float64{2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900}}),

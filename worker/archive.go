@@ -21,7 +21,6 @@ import (
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie"
 )
 
 const (
@@ -305,30 +304,27 @@ func (w *Worker) publish(ctx context.Context, key string, sp *spooled) error {
 	return nil
 }
 
-// gone reports an answer that means the file is not (or no longer) at that URL.
-func gone(err error) bool {
-	return kie.IsNotFound(err) || httpStatus(err) == 403 || httpStatus(err) == 410
-}
-
 // download streams url into sp.f, hashing it. When the URL is refused or gone it asks Kie for a
 // fresh direct link once; when that is refused too, the error wraps ErrResultGone.
 func (w *Worker) download(ctx context.Context, url string, sp *spooled) error {
 	resp, err := w.o.Kie.Fetch(ctx, url)
-	if err != nil && gone(err) {
+	if err != nil && Judge(EndpointDownload, err).Cause == CauseNotFound {
 		fresh, derr := w.o.Kie.DownloadURL(ctx, url)
 		if derr != nil {
-			if kie.IsNotFound(derr) || kie.IsInvalidRequest(derr) {
+			if Judge(EndpointDownloadURL, derr).Cause == CauseNotFound {
 				return fmt.Errorf("download: %w: %v; refresh: %v", ErrResultGone, err, derr)
 			}
-			return fmt.Errorf("download: %w (refresh: %v)", err, derr)
+			_, derr = w.refused(ctx, EndpointDownloadURL, derr)
+			return fmt.Errorf("download: %w (refresh: %w)", err, derr)
 		}
 		url = fresh
 		resp, err = w.o.Kie.Fetch(ctx, url)
-		if err != nil && gone(err) {
+		if err != nil && Judge(EndpointDownload, err).Cause == CauseNotFound {
 			return fmt.Errorf("download: %w: the fresh link too: %v", ErrResultGone, err)
 		}
 	}
 	if err != nil {
+		_, err = w.refused(ctx, EndpointDownload, err)
 		return fmt.Errorf("download: %w", err)
 	}
 	defer resp.Body.Close()
@@ -366,12 +362,4 @@ func verifyImage(f *os.File, want string) (string, error) {
 		return "", fmt.Errorf("downloaded image does not decode as %s (starts %q): %w", want, bytes.ToValidUTF8(head[:n], []byte("?")), err)
 	}
 	return format, nil
-}
-
-func httpStatus(err error) int {
-	var ke *kie.Error
-	if errors.As(err, &ke) {
-		return ke.HTTPStatus
-	}
-	return 0
 }

@@ -11,8 +11,8 @@ import (
 type Observer interface {
 	// Submitted is called for every generate call Kie accepted (a paid task).
 	Submitted()
-	// RateLimited is called for every 429 Kie answered; endpoint is "generate", "record-info" or
-	// "upload".
+	// RateLimited is called for every 429 Kie answered; endpoint is one of the Endpoint values
+	// ("generate", "record-info", "upload", "download", "download-url").
 	RateLimited(endpoint string)
 	// Generated is called when a task succeeds, with the time from its submission.
 	Generated(sinceSubmit time.Duration)

@@ -76,15 +76,11 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	}
 	rec, err := w.o.Kie.RecordInfo(ctx, j.TaskID)
 	if err != nil {
-		if kie.IsRateLimited(err) {
-			w.o.Observer.RateLimited("record-info")
-			_ = w.o.PollLimiter.Throttled(ctx, kie.RetryAfter(err))
-			return &RateLimitedError{RetryAfter: max(kie.RetryAfter(err), time.Second), Why: "Kie answered 429 to a poll"}
+		v, rerr := w.refused(ctx, EndpointRecordInfo, err)
+		if v.Action == RetryLater || v.Action == PauseAccount {
+			return rerr
 		}
-		if kie.IsMaintenance(err) {
-			return &RateLimitedError{RetryAfter: time.Minute, Why: "Kie is in maintenance"}
-		}
-		if kie.IsNotFound(err) && w.o.Now().Sub(j.SubmittedAt) > w.o.PollTimeout {
+		if v.Cause == CauseNotFound && w.o.Now().Sub(j.SubmittedAt) > w.o.PollTimeout {
 			// Kie no longer knows the task, long after it took it: it will never finish. End the
 			// job where a person sees it (retry --failed submits it again, a new paid task)
 			// rather than check it every sweep forever.
@@ -97,7 +93,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 			return ferr
 		}
 		_ = w.ledger.SetError(ctx, j.Ref, "poll: "+err.Error())
-		return err
+		return rerr
 	}
 	switch rec.SuccessFlag {
 	case kie.Succeeded:

@@ -13,7 +13,6 @@ import (
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie"
 )
 
 const (
@@ -168,8 +167,7 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked t
 			// using the job's retries up.
 			_ = w.ledger.ClearSubmitting(cctx, j.Ref, "journal: "+err.Error())
 			w.log.Error("journal not writable; submissions wait", "err", err)
-			now := w.o.Now()
-			return &PausedError{Until: now.Add(30 * time.Second), Reason: "journal not writable: " + err.Error(), now: now}
+			return &RateLimitedError{RetryAfter: 30 * time.Second, Why: "journal not writable", Err: err}
 		}
 	}
 	req := j.Spec.Request(input, w.o.CallbackURL)
@@ -237,31 +235,15 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 	if cerr := w.ledger.ClearSubmitting(ctx, j.Ref, err.Error()); cerr != nil {
 		return cerr
 	}
-	d := Classify(err)
-	switch d.Action {
-	case RetryLater:
-		if kie.IsRateLimited(err) {
-			w.o.Observer.RateLimited("generate")
-			if terr := w.o.SubmitLimiter.Throttled(ctx, kie.RetryAfter(err)); terr != nil {
-				w.log.Warn("sharing a 429 failed", "err", terr)
-			}
-			return &RateLimitedError{RetryAfter: d.Delay, Why: "Kie answered 429"}
-		}
-		return err
-	case PauseAccount:
-		if perr := w.pause.set(ctx, d.Why, d.Delay); perr != nil {
-			return perr
-		}
-		w.log.Error("account paused", "reason", d.Why, "for", d.Delay, "err", err)
-		return &PausedError{Until: w.o.Now().Add(d.Delay), Reason: d.Why, now: w.o.Now()}
-	case GiveUp:
+	v, rerr := w.refused(ctx, EndpointGenerate, err)
+	if v.Action == GiveUp {
 		if ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, err.Error()); ferr != nil || !ok {
 			return ferr
 		}
 		w.o.Observer.Failed(jobs.Rejected)
 		return nil
 	}
-	return err
+	return rerr
 }
 
 // alreadyArchived handles a queued job whose image is in the archive already (the ledger forgot
@@ -318,10 +300,16 @@ func (w *Worker) inputURL(ctx context.Context, j *jobs.Job) (string, time.Time, 
 	defer f.Close()
 	up, err := w.o.Kie.UploadStream(ctx, f, j.ID+filepath.Ext(in), "kontextq/"+j.Batch)
 	if err != nil {
-		if kie.IsRateLimited(err) {
-			_ = w.o.TransferLimiter.Throttled(ctx, kie.RetryAfter(err))
+		v, rerr := w.refused(ctx, EndpointUpload, err)
+		if v.Action == GiveUp {
+			msg := fmt.Sprintf("inputImage %s: upload refused: %v", in, err)
+			if _, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, msg); ferr != nil {
+				return "", time.Time{}, ferr
+			}
+			w.o.Observer.Failed(jobs.Rejected)
+			return "", time.Time{}, fmt.Errorf("%w: %s", asynq.SkipRetry, msg)
 		}
-		return "", time.Time{}, fmt.Errorf("uploading %s: %w", in, err)
+		return "", time.Time{}, fmt.Errorf("uploading %s: %w", in, rerr)
 	}
 	return up.DownloadURL, w.o.Now(), nil
 }

@@ -153,9 +153,9 @@ func (w *Worker) sweep(ctx context.Context) (SweepReport, error) {
 		}
 		rep.Checks++
 	}
-	if pe, err := w.pause.get(ctx); err == nil && pe != nil && pe.Reason == "out of credits" {
+	if pe, err := w.pause.get(ctx); err == nil && pe != nil && pe.Cause == CauseOutOfCredits {
 		if c, err := w.o.Kie.Credits(ctx); err == nil && c > 0 {
-			_ = w.pause.clear(ctx, pe.Reason)
+			_ = w.pause.clear(ctx, pe.Cause)
 			w.log.Info("credits are back; submissions resume", "credits", c)
 		}
 	}

@@ -31,7 +31,7 @@ import (
 type Limiter interface {
 	// WaitAtMost waits up to max for a token; when none comes it reports when to come back.
 	WaitAtMost(ctx context.Context, max time.Duration) (granted bool, retryAfter time.Duration, err error)
-	// Throttled reports a 429 (or 455) so every process of the account slows down.
+	// Throttled reports a 429 so every process of the account slows down.
 	Throttled(ctx context.Context, retryAfter time.Duration) error
 }
 
@@ -339,45 +339,4 @@ func (a asynqLogger) Error(args ...any) {
 func (a asynqLogger) Fatal(args ...any) {
 	a.l.Error(fmt.Sprint(args...), "component", "asynq")
 	os.Exit(1)
-}
-
-// pause is the account-wide submission pause, shared through Redis.
-type pause struct {
-	rdb redis.UniversalClient
-	key string
-	now func() time.Time
-}
-
-// set pauses the account until now+d unless it is already paused longer.
-func (p *pause) set(ctx context.Context, reason string, d time.Duration) error {
-	until := p.now().Add(d)
-	return p.rdb.Eval(ctx, `
-local cur = tonumber(redis.call('HGET', KEYS[1], 'until') or '0')
-if cur < tonumber(ARGV[1]) then
-  redis.call('HSET', KEYS[1], 'until', ARGV[1], 'reason', ARGV[2])
-  redis.call('PEXPIREAT', KEYS[1], ARGV[1])
-end
-return 1`, []string{p.key}, until.UnixMilli(), reason).Err()
-}
-
-// get reports an active pause.
-func (p *pause) get(ctx context.Context) (*PausedError, error) {
-	m, err := p.rdb.HGetAll(ctx, p.key).Result()
-	if err != nil {
-		return nil, fmt.Errorf("reading account pause: %w", err)
-	}
-	var ms int64
-	fmt.Sscan(m["until"], &ms)
-	now := p.now()
-	if ms == 0 || time.UnixMilli(ms).Before(now) {
-		return nil, nil
-	}
-	return &PausedError{Until: time.UnixMilli(ms), Reason: m["reason"], now: now}, nil
-}
-
-// clear lifts a pause given for reason.
-func (p *pause) clear(ctx context.Context, reason string) error {
-	return p.rdb.Eval(ctx, `
-if redis.call('HGET', KEYS[1], 'reason') == ARGV[1] then redis.call('DEL', KEYS[1]) end
-return 1`, []string{p.key}, reason).Err()
 }
