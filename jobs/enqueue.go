@@ -2,32 +2,18 @@ package jobs
 
 import (
 	"context"
-	"errors"
-	"fmt"
-	"strings"
 	"time"
 
 	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 )
 
-// SubmitMaxRetry bounds the counted failures (transient errors) of a submit task. Rate limiting
-// and account pauses are not counted as failures, so they never use this budget up.
-const SubmitMaxRetry = 50
-
-// SubmitTask is the submit task of a job and its options. The task id is derived from the job and
-// the number of paid submissions it has had, so enqueuing a job whose submit task is still
-// pending or running is a no-op, while a resubmission after a failed generation gets a new task.
+// SubmitTask is the submit task of a job after submission paid submissions, and its options
+// (queue and stable id included), for callers that drive asynq themselves.
 func SubmitTask(q Queues, r Ref, submission int) (*asynq.Task, []asynq.Option) {
-	return asynq.NewTask(TypeSubmit, EncodePayload(Payload{Ref: r})), []asynq.Option{
-		asynq.Queue(q.Submit),
-		asynq.TaskID(submitTaskID(r, submission)),
-		asynq.MaxRetry(SubmitMaxRetry),
-		asynq.Timeout(2 * time.Minute),
-	}
+	d := submitDef(q, r, submission)
+	return d.task, d.options()
 }
-
-func submitTaskID(r Ref, submission int) string { return fmt.Sprintf("submit:%s:%d", r, submission) }
 
 // EnqueuerOptions configure an Enqueuer.
 type EnqueuerOptions struct {
@@ -39,31 +25,23 @@ type EnqueuerOptions struct {
 // enqueue work; it is safe for concurrent use.
 type Enqueuer struct {
 	ledger *Ledger
-	client *asynq.Client
-	insp   *asynq.Inspector
-	queues Queues
+	tasks  *Tasks
 }
 
 // NewEnqueuer returns an Enqueuer on rdb. It does not close rdb.
 func NewEnqueuer(rdb redis.UniversalClient, o EnqueuerOptions) *Enqueuer {
 	l := NewLedger(rdb, LedgerOptions{Namespace: o.Namespace, Retention: o.Retention})
-	return &Enqueuer{ledger: l, client: asynq.NewClientFromRedisClient(rdb), insp: asynq.NewInspectorFromRedisClient(rdb), queues: QueuesFor(l.ns)}
+	return &Enqueuer{ledger: l, tasks: NewTasks(rdb, TasksOptions{Namespace: l.ns})}
 }
 
 // Ledger is the Enqueuer's ledger.
 func (e *Enqueuer) Ledger() *Ledger { return e.ledger }
 
-// Close releases the Enqueuer's queue clients (not the Redis client).
-func (e *Enqueuer) Close() error { return errors.Join(closeShared(e.client), closeShared(e.insp)) }
+// Tasks is the Enqueuer's task queue.
+func (e *Enqueuer) Tasks() *Tasks { return e.tasks }
 
-// closeShared closes an asynq client or inspector built on a caller's Redis client. asynq refuses
-// to close a connection it shares, and says so with an error; that refusal is the expected outcome.
-func closeShared(c interface{ Close() error }) error {
-	if err := c.Close(); err != nil && !strings.Contains(err.Error(), "shared") {
-		return err
-	}
-	return nil
-}
+// Close releases the Enqueuer's queue clients (not the Redis client).
+func (e *Enqueuer) Close() error { return e.tasks.Close() }
 
 // Outcome says what Enqueue did.
 type Outcome struct {
@@ -110,35 +88,8 @@ func (e *Enqueuer) enqueueValid(ctx context.Context, s *Spec) (Outcome, error) {
 	return out, nil
 }
 
-// QueueSubmit queues the submit task of a queued job that has had submissions paid submissions.
-// A live task with the same id (pending, scheduled, retrying, running) makes it a no-op. A task
-// asynq archived (or kept completed) with that id will never run again, yet would make the new
-// one a silent no-op and leave the job queued forever: it is deleted and the task queued anew.
+// QueueSubmit queues the submit task of a queued job that has had submissions paid submissions
+// (see Tasks.Submit): a live task with the same id makes it a no-op, a dead one is replaced.
 func (e *Enqueuer) QueueSubmit(ctx context.Context, r Ref, submissions int) error {
-	t, opts := SubmitTask(e.queues, r, submissions)
-	_, err := e.client.EnqueueContext(ctx, t, opts...)
-	if err == nil {
-		return nil
-	}
-	if !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueue %s: %w", r, err)
-	}
-	id := submitTaskID(r, submissions)
-	info, err := e.insp.GetTaskInfo(e.queues.Submit, id)
-	switch {
-	case errors.Is(err, asynq.ErrTaskNotFound):
-		// It ended between the two calls: the id is free now.
-	case err != nil:
-		return fmt.Errorf("enqueue %s: %w", r, err)
-	case info.State != asynq.TaskStateArchived && info.State != asynq.TaskStateCompleted:
-		return nil
-	default:
-		if err := e.insp.DeleteTask(e.queues.Submit, id); err != nil && !errors.Is(err, asynq.ErrTaskNotFound) {
-			return fmt.Errorf("enqueue %s: freeing task id %s: %w", r, id, err)
-		}
-	}
-	if _, err := e.client.EnqueueContext(ctx, t, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("enqueue %s: %w", r, err)
-	}
-	return nil
+	return e.tasks.Submit(ctx, r, submissions)
 }

@@ -319,8 +319,9 @@ end
 return {1, s}
 `)
 
-// Change is one conditional change of a job record.
-type Change struct {
+// change is one conditional change of a job record. It is the ledger's own: callers use the
+// named verbs below, so the record's field names never leave this package.
+type change struct {
 	From   []State           // states the job may be in; empty means any
 	To     State             // new state; "" keeps the state
 	Expect map[string]string // record fields that must hold these values ("" means absent)
@@ -328,9 +329,9 @@ type Change struct {
 	Del    []string
 }
 
-// Apply applies c to the job if its preconditions hold. It reports whether it applied and the
+// apply applies c to the job if its preconditions hold. It reports whether it applied and the
 // state the job was in. A job the ledger does not hold gives ErrNotFound.
-func (l *Ledger) Apply(ctx context.Context, r Ref, c Change) (applied bool, before State, err error) {
+func (l *Ledger) apply(ctx context.Context, r Ref, c change) (applied bool, before State, err error) {
 	keys, args := l.changeArgs(r, c)
 	res, err := transitionScript.Run(ctx, l.rdb, keys, args...).Slice()
 	if err != nil {
@@ -368,20 +369,20 @@ func (l *Ledger) MarkSubmitting(ctx context.Context, r Ref, uploadURL string, up
 	if uploadURL != "" {
 		set[fUpload], set[fUploadedAt] = uploadURL, ms(uploadedAt)
 	}
-	ok, _, err := l.Apply(ctx, r, Change{From: []State{Queued}, Expect: map[string]string{fSubmitting: ""}, Set: set})
+	ok, _, err := l.apply(ctx, r, change{From: []State{Queued}, Expect: map[string]string{fSubmitting: ""}, Set: set})
 	return ok, err
 }
 
 // ClearSubmitting removes the in-flight marker after a generate call that certainly created no
 // task (Kie answered with an error), keeping the error for humans.
 func (l *Ledger) ClearSubmitting(ctx context.Context, r Ref, lastErr string) error {
-	_, _, err := l.Apply(ctx, r, Change{From: []State{Queued}, Set: map[string]string{fError: lastErr}, Del: []string{fSubmitting}})
+	_, _, err := l.apply(ctx, r, change{From: []State{Queued}, Set: map[string]string{fError: lastErr}, Del: []string{fSubmitting}})
 	return err
 }
 
 // RecordSubmitted stores Kie's task id for a job: the first thing done after generate answers.
 func (l *Ledger) RecordSubmitted(ctx context.Context, r Ref, taskID string) (bool, error) {
-	ok, _, err := l.Apply(ctx, r, Change{
+	ok, _, err := l.apply(ctx, r, change{
 		From: []State{Queued},
 		To:   Submitted,
 		Set:  map[string]string{fTask: taskID, fSubmittedAt: ms(l.now())},
@@ -393,7 +394,7 @@ func (l *Ledger) RecordSubmitted(ctx context.Context, r Ref, taskID string) (boo
 // ClaimPolls makes token the owner of the job's poll chain if the chain is still owned by old
 // ("" for a job no chain owns yet). Only the owner schedules follow-up polls.
 func (l *Ledger) ClaimPolls(ctx context.Context, r Ref, taskID, old, token string) (bool, error) {
-	ok, _, err := l.Apply(ctx, r, Change{
+	ok, _, err := l.apply(ctx, r, change{
 		From:   []State{Submitted},
 		Expect: map[string]string{fTask: taskID, fToken: old},
 		Set:    map[string]string{fToken: token},
@@ -410,7 +411,7 @@ type Result struct {
 
 // RecordGenerated records a successful task: the job moves to generated and into the expiry index.
 func (l *Ledger) RecordGenerated(ctx context.Context, r Ref, taskID string, res Result) (bool, error) {
-	ok, _, err := l.Apply(ctx, r, Change{
+	ok, _, err := l.apply(ctx, r, change{
 		From:   []State{Submitted},
 		To:     Generated,
 		Expect: map[string]string{fTask: taskID},
@@ -419,12 +420,6 @@ func (l *Ledger) RecordGenerated(ctx context.Context, r Ref, taskID string, res 
 		Del: []string{fToken},
 	})
 	return ok, err
-}
-
-// UpdateResultURL replaces the URL an archive attempt downloads from (a refreshed direct link).
-func (l *Ledger) UpdateResultURL(ctx context.Context, r Ref, url string) error {
-	_, _, err := l.Apply(ctx, r, Change{From: []State{Generated}, Set: map[string]string{fURL: url}})
-	return err
 }
 
 // ArchiveRecord is where and what was archived.
@@ -438,7 +433,7 @@ type ArchiveRecord struct {
 // RecordArchived marks a generated job archived. Call it only once the image and its sidecar are
 // in the store, complete and verified.
 func (l *Ledger) RecordArchived(ctx context.Context, r Ref, a ArchiveRecord) (bool, error) {
-	ok, _, err := l.Apply(ctx, r, Change{
+	ok, _, err := l.apply(ctx, r, change{
 		From: []State{Generated},
 		To:   Archived,
 		Set:  map[string]string{fLocation: a.Location, fSHA: a.SHA256, fBytes: strconv.FormatInt(a.Bytes, 10), fArchivedAt: ms(a.At)},
@@ -447,10 +442,49 @@ func (l *Ledger) RecordArchived(ctx context.Context, r Ref, a ArchiveRecord) (bo
 	return ok, err
 }
 
+// RecordFoundArchived marks a queued job archived whose image the archive already holds (the
+// ledger forgot the job after its retention and its file was loaded again), with the Kie task
+// that made it: nothing is submitted, nothing paid twice.
+func (l *Ledger) RecordFoundArchived(ctx context.Context, r Ref, taskID string, a ArchiveRecord) (bool, error) {
+	ok, _, err := l.apply(ctx, r, change{
+		From: []State{Queued},
+		To:   Archived,
+		Set: map[string]string{fTask: taskID, fLocation: a.Location, fSHA: a.SHA256, fBytes: strconv.FormatInt(a.Bytes, 10),
+			fArchivedAt: ms(a.At)},
+	})
+	return ok, err
+}
+
+// RecordRearchived replaces where and what an archived job's image is, after it was archived
+// again (a repair). A job no longer archived is left alone; one the ledger no longer holds gives
+// ErrNotFound.
+func (l *Ledger) RecordRearchived(ctx context.Context, r Ref, a ArchiveRecord) error {
+	_, _, err := l.apply(ctx, r, change{
+		From: []State{Archived},
+		Set:  map[string]string{fLocation: a.Location, fSHA: a.SHA256, fBytes: strconv.FormatInt(a.Bytes, 10), fArchivedAt: ms(a.At)},
+	})
+	return err
+}
+
+// RestoreSubmitted moves a queued job with no generate call in flight to submitted with Kie's
+// task id taskID, recorded at `at`, as a durable record outside Redis knows it: the job has had
+// submissions paid submissions, the last one being taskID. It reports whether it applied and
+// the state the job was in.
+func (l *Ledger) RestoreSubmitted(ctx context.Context, r Ref, taskID string, submissions int, at time.Time) (bool, State, error) {
+	// The transition to submitted counts one submission: start from the others.
+	return l.apply(ctx, r, change{
+		From:   []State{Queued},
+		To:     Submitted,
+		Expect: map[string]string{fSubmitting: ""},
+		Set:    map[string]string{fTask: taskID, fSubmittedAt: ms(at), fSubs: strconv.Itoa(max(submissions, 1) - 1)},
+		Del:    []string{fToken, fError},
+	})
+}
+
 // Requeue sends a job whose task failed back to queued for a new (paid) submission, if it still
 // holds taskID.
 func (l *Ledger) Requeue(ctx context.Context, r Ref, taskID, why string) (bool, error) {
-	ok, _, err := l.Apply(ctx, r, Change{
+	ok, _, err := l.apply(ctx, r, change{
 		From:   []State{Submitted},
 		To:     Queued,
 		Expect: map[string]string{fTask: taskID},
@@ -463,17 +497,29 @@ func (l *Ledger) Requeue(ctx context.Context, r Ref, taskID, why string) (bool, 
 // Fail ends a job in one of the from states with a reason. When taskID is set the job must still
 // hold it.
 func (l *Ledger) Fail(ctx context.Context, r Ref, from []State, taskID string, reason Reason, msg string) (bool, error) {
-	c := Change{From: from, To: Failed, Set: map[string]string{fReason: string(reason), fError: msg}, Del: []string{fSubmitting, fToken}}
+	c := change{From: from, To: Failed, Set: map[string]string{fReason: string(reason), fError: msg}, Del: []string{fSubmitting, fToken}}
 	if taskID != "" {
 		c.Expect = map[string]string{fTask: taskID}
 	}
-	ok, _, err := l.Apply(ctx, r, c)
+	ok, _, err := l.apply(ctx, r, c)
+	return ok, err
+}
+
+// FailUnsent ends a queued job with a reason unless a generate call for it is marked in flight
+// (see MarkSubmitting): that one is for the interrupted-submission path to judge.
+func (l *Ledger) FailUnsent(ctx context.Context, r Ref, reason Reason, msg string) (bool, error) {
+	ok, _, err := l.apply(ctx, r, change{
+		From:   []State{Queued},
+		To:     Failed,
+		Expect: map[string]string{fSubmitting: ""},
+		Set:    map[string]string{fReason: string(reason), fError: msg},
+	})
 	return ok, err
 }
 
 // SetError keeps the last error of a job for humans without changing its state.
 func (l *Ledger) SetError(ctx context.Context, r Ref, msg string) error {
-	_, _, err := l.Apply(ctx, r, Change{Set: map[string]string{fError: msg}})
+	_, _, err := l.apply(ctx, r, change{Set: map[string]string{fError: msg}})
 	return err
 }
 

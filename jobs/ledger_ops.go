@@ -136,7 +136,7 @@ func (l *Ledger) CancelQueued(ctx context.Context, batch, msg string, cancelled 
 	if err := l.loadScripts(ctx, transitionScript); err != nil {
 		return rep, err
 	}
-	c := Change{
+	c := change{
 		From:   []State{Queued},
 		To:     Failed,
 		Expect: map[string]string{fSubmitting: ""},
@@ -239,8 +239,8 @@ func (l *Ledger) retryChunk(ctx context.Context, members []string, include func(
 		reasons = append(reasons, Reason(why))
 	}
 	subs := make([]*redis.StringCmd, len(pick))
-	res, err := l.applyManyWith(ctx, pick, func(i int) Change {
-		return Change{
+	res, err := l.applyManyWith(ctx, pick, func(i int) change {
+		return change{
 			From:   []State{Failed},
 			To:     Queued,
 			Expect: map[string]string{fReason: string(reasons[i])},
@@ -295,11 +295,11 @@ type applied struct {
 
 // applyMany applies c to every ref in one pipeline. after, when set, adds commands that run right
 // after each job's change (in the same pipeline, so they see its result).
-func (l *Ledger) applyMany(ctx context.Context, refs []Ref, c Change, after func(p redis.Pipeliner, i int)) ([]applied, error) {
-	return l.applyManyWith(ctx, refs, func(int) Change { return c }, after)
+func (l *Ledger) applyMany(ctx context.Context, refs []Ref, c change, after func(p redis.Pipeliner, i int)) ([]applied, error) {
+	return l.applyManyWith(ctx, refs, func(int) change { return c }, after)
 }
 
-func (l *Ledger) applyManyWith(ctx context.Context, refs []Ref, change func(i int) Change, after func(p redis.Pipeliner, i int)) ([]applied, error) {
+func (l *Ledger) applyManyWith(ctx context.Context, refs []Ref, change func(i int) change, after func(p redis.Pipeliner, i int)) ([]applied, error) {
 	if len(refs) == 0 {
 		return nil, nil
 	}
@@ -331,7 +331,7 @@ func (l *Ledger) applyManyWith(ctx context.Context, refs []Ref, change func(i in
 }
 
 // changeArgs are the keys and arguments of transitionScript for c, as Apply builds them.
-func (l *Ledger) changeArgs(r Ref, c Change) ([]string, []any) {
+func (l *Ledger) changeArgs(r Ref, c change) ([]string, []any) {
 	from := make([]string, len(c.From))
 	for i, s := range c.From {
 		from[i] = string(s)

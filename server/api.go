@@ -11,9 +11,9 @@ import (
 	"net/http"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/pool"
 	"github.com/kontextq/kontextq/jobs"
 )
 
@@ -310,50 +310,26 @@ func readJobs(body io.Reader, batch string) ([]jobs.Item, []problem, error) {
 // enqueue enqueues valid items with a few concurrent Redis round trips, as the loader does.
 func (s *Server) enqueue(ctx context.Context, items []jobs.Item) ([]jobResult, error) {
 	res := make([]jobResult, len(items))
-	next := make(chan int)
-	var mu sync.Mutex
-	var first error
-	var wg sync.WaitGroup
-	for range min(16, len(items)) {
-		wg.Go(func() {
-			for i := range next {
-				out, err := s.o.Enqueuer.EnqueueValid(ctx, &items[i].Spec)
-				if err != nil {
-					mu.Lock()
-					first = cmpErr(first, err)
-					mu.Unlock()
-					continue
-				}
-				st := out.State
-				if out.Added {
-					st = jobs.Queued
-				}
-				res[i] = jobResult{Line: items[i].Line, Batch: out.Ref.Batch, ID: out.Ref.ID, Added: out.Added, State: st}
+	indexes := func(yield func(int) bool) {
+		for i := range items {
+			if !yield(i) {
+				return
 			}
-		})
-	}
-	for i := range items {
-		mu.Lock()
-		stop := first != nil
-		mu.Unlock()
-		if stop || ctx.Err() != nil {
-			break
 		}
-		next <- i
 	}
-	close(next)
-	wg.Wait()
-	if first == nil {
-		first = ctx.Err()
-	}
-	return res, first
-}
-
-func cmpErr(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
+	err := pool.Each(ctx, 16, indexes, func(ctx context.Context, i int) error {
+		out, err := s.o.Enqueuer.EnqueueValid(ctx, &items[i].Spec)
+		if err != nil {
+			return err
+		}
+		st := out.State
+		if out.Added {
+			st = jobs.Queued
+		}
+		res[i] = jobResult{Line: items[i].Line, Batch: out.Ref.Batch, ID: out.Ref.ID, Added: out.Added, State: st}
+		return nil
+	})
+	return res, err
 }
 
 // jobView is a job as GET /v1/jobs shows it.

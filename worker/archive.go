@@ -14,7 +14,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"strconv"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -26,12 +25,9 @@ import (
 const (
 	// maxImageBytes caps one download; Kie's images are a few MB.
 	maxImageBytes = 256 << 20
-	// archiveMaxRetry and maxArchiveBackoff spend an archive task's retries over about half an
-	// hour of outage (a full disk, a bucket down). When they run out the sweeper re-queues the
-	// task, so an outage of any length costs at most one sweep interval after it ends.
-	archiveMaxRetry   = 30
+	// maxArchiveBackoff and jobs.ArchiveMaxRetry spend an archive task's retries over about
+	// half an hour of outage (a full disk, a bucket down).
 	maxArchiveBackoff = time.Minute
-	archiveTimeout    = 5 * time.Minute
 	// originTimeout bounds the fetch of an origin image, so that it never holds up the result's
 	// archiving for long.
 	originTimeout = time.Minute
@@ -41,51 +37,9 @@ const (
 // direct link.
 var ErrResultGone = errors.New("result is no longer downloadable")
 
-func archiveTaskID(r jobs.Ref) string { return "archive:" + r.String() }
-
-// queueArchive enqueues the archive task of a generated job. Its asynq deadline is the result's
-// assumed expiry, so an attempt that is still running then is cut off; past that point a new
-// task has no deadline, because the result may well outlive the assumption (Kie documents 14
-// days) and only the download can tell.
+// queueArchive enqueues the archive task of a generated job (see jobs.Tasks.Archive).
 func (w *Worker) queueArchive(ctx context.Context, j *jobs.Job) error {
-	now := w.o.Now()
-	t := asynq.NewTask(jobs.TypeArchive, jobs.EncodePayload(jobs.Payload{Ref: j.Ref}))
-	id, queue := archiveTaskID(j.Ref), w.queues.Archive
-	opts := []asynq.Option{asynq.Queue(queue), asynq.TaskID(id), asynq.MaxRetry(archiveMaxRetry), asynq.Timeout(archiveTimeout)}
-	if j.ExpiresAt.After(now.Add(time.Minute)) {
-		opts = append(opts, asynq.Deadline(j.ExpiresAt))
-	}
-	_, err := w.client.EnqueueContext(ctx, t, opts...)
-	if !errors.Is(err, asynq.ErrTaskIDConflict) {
-		if err != nil {
-			return fmt.Errorf("queuing the archive of %s: %w", j.Ref, err)
-		}
-		return nil
-	}
-	// The id is held. A live task does the work, unless it can no longer run: asynq archived it
-	// (out of retries), or its deadline passed, which makes every attempt fail before it starts.
-	info, ierr := w.insp.GetTaskInfo(queue, id)
-	if ierr != nil || !deadArchiveTask(info, now) {
-		return nil // running, waiting its turn, or finished meanwhile
-	}
-	if derr := w.insp.DeleteTask(queue, id); derr != nil {
-		return fmt.Errorf("freeing archive task %s: %w", id, derr)
-	}
-	if _, err := w.client.EnqueueContext(ctx, t, opts...); err != nil && !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return fmt.Errorf("queuing the archive of %s again: %w", j.Ref, err)
-	}
-	return nil
-}
-
-// deadArchiveTask reports whether an archive task will never run its handler again.
-func deadArchiveTask(info *asynq.TaskInfo, now time.Time) bool {
-	switch info.State {
-	case asynq.TaskStateArchived:
-		return true
-	case asynq.TaskStatePending, asynq.TaskStateScheduled, asynq.TaskStateRetry:
-		return !info.Deadline.IsZero() && !info.Deadline.After(now)
-	}
-	return false
+	return w.tasks.Archive(ctx, j.Ref, j.ExpiresAt)
 }
 
 // taskRetryDelay is asynq's RetryDelayFunc. Archive tasks back off to at most a minute: an
@@ -252,9 +206,7 @@ func (w *Worker) Rearchive(ctx context.Context, sc archive.Sidecar) (archive.Sid
 	if err := archive.PutSidecar(ctx, w.o.Store, sc); err != nil {
 		return sc, fmt.Errorf("re-archive %s: storing sidecar: %w", ref, err)
 	}
-	_, _, err = w.ledger.Apply(ctx, ref, jobs.Change{From: []jobs.State{jobs.Archived}, Set: map[string]string{
-		"loc": w.o.Store.Location(key), "sha": sp.sum, "b": strconv.FormatInt(sp.size, 10), "aa": strconv.FormatInt(sc.ArchivedAt.UnixMilli(), 10),
-	}})
+	err = w.ledger.RecordRearchived(ctx, ref, jobs.ArchiveRecord{Location: w.o.Store.Location(key), SHA256: sp.sum, Bytes: sp.size, At: sc.ArchivedAt})
 	if err != nil && !errors.Is(err, jobs.ErrNotFound) {
 		return sc, fmt.Errorf("re-archive %s: %w", ref, err)
 	}

@@ -29,20 +29,13 @@ func (w *Worker) startPolls(ctx context.Context, r jobs.Ref, taskID, old string,
 	if err != nil || !ok {
 		return err
 	}
-	t := asynq.NewTask(jobs.TypePoll, jobs.EncodePayload(jobs.PollPayload{Ref: r, Token: token}))
-	_, err = w.client.EnqueueContext(ctx, t, asynq.Queue(w.queues.Poll), asynq.TaskID("poll:"+token),
-		asynq.ProcessIn(delay), asynq.MaxRetry(20), asynq.Timeout(time.Minute))
-	if err != nil {
-		return fmt.Errorf("scheduling poll of %s: %w", r, err)
-	}
-	return nil
+	return w.tasks.Poll(ctx, r, token, delay)
 }
 
 // Check enqueues an immediate one-off poll of a submitted job (from a callback or the sweeper).
 // Checks of one job are deduplicated while one is pending.
 func (w *Worker) Check(ctx context.Context, r jobs.Ref) error {
-	t := asynq.NewTask(jobs.TypePoll, jobs.EncodePayload(jobs.PollPayload{Ref: r}))
-	return w.enqueueUnique(ctx, t, w.queues.Poll, "check:"+r.String(), asynq.MaxRetry(5), asynq.Timeout(time.Minute))
+	return w.tasks.Check(ctx, r)
 }
 
 func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
@@ -58,7 +51,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 		// A poll that sent the job back for a resubmission may have failed to queue the submit
 		// task (recordFailure) and is now retried: queue it, or nothing will. A no-op when the
 		// task is there.
-		return w.enq.QueueSubmit(ctx, j.Ref, j.Submissions)
+		return w.tasks.Submit(ctx, j.Ref, j.Submissions)
 	case jobs.Submitted:
 	default:
 		return nil
@@ -158,5 +151,5 @@ func (w *Worker) recordFailure(ctx context.Context, j *jobs.Job, rec *kie.Record
 		return err
 	}
 	w.log.Info("generation failed; submitting again", "job", j.Ref.String(), "submissions", j.Submissions, "why", why)
-	return w.enq.QueueSubmit(ctx, j.Ref, j.Submissions)
+	return w.tasks.Submit(ctx, j.Ref, j.Submissions)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/kontextq/kontextq/jobs"
@@ -84,15 +83,7 @@ func (w *Worker) Restore(ctx context.Context, r jobs.Ref, p Paid) (jobs.State, e
 	if at.IsZero() {
 		at = w.o.Now()
 	}
-	// The transition to submitted counts one submission: start from the others.
-	ok, before, err := w.ledger.Apply(ctx, r, jobs.Change{
-		From:   []jobs.State{jobs.Queued},
-		To:     jobs.Submitted,
-		Expect: map[string]string{"sub": ""},
-		Set: map[string]string{"t": p.TaskID, "sa": strconv.FormatInt(at.UnixMilli(), 10),
-			"n": strconv.Itoa(max(p.Submissions, 1) - 1)},
-		Del: []string{"pt", "err"},
-	})
+	ok, before, err := w.ledger.RestoreSubmitted(ctx, r, p.TaskID, p.Submissions, at)
 	if err != nil {
 		return "", fmt.Errorf("restoring %s: %w", r, err)
 	}
@@ -116,7 +107,7 @@ func (w *Worker) Resume(ctx context.Context, r jobs.Ref) error {
 	}
 	switch j.State {
 	case jobs.Queued:
-		return w.enq.QueueSubmit(ctx, r, j.Submissions)
+		return w.tasks.Submit(ctx, r, j.Submissions)
 	case jobs.Submitted:
 		return w.startPolls(ctx, r, j.TaskID, j.PollToken, 0)
 	case jobs.Generated:

@@ -48,10 +48,7 @@ func (w *Worker) handleSubmit(ctx context.Context, t *asynq.Task) error {
 	if isFailure(err) {
 		// Transient errors past every retry: end the job visibly. Not when a generate call may
 		// be in flight (the marker): that is for the interrupted-submission path to judge.
-		ok, _, ferr := w.ledger.Apply(ctx, p.Ref, jobs.Change{
-			From: []jobs.State{jobs.Queued}, To: jobs.Failed, Expect: map[string]string{"sub": ""},
-			Set: map[string]string{"r": string(jobs.Errored), "err": "submitting kept failing: " + err.Error()},
-		})
+		ok, ferr := w.ledger.FailUnsent(ctx, p.Ref, jobs.Errored, "submitting kept failing: "+err.Error())
 		if ferr == nil && ok {
 			w.o.Observer.Failed(jobs.Errored)
 			return err
@@ -71,12 +68,7 @@ func (w *Worker) queueSuccessor(ctx context.Context, t *asynq.Task, r jobs.Ref, 
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	maxN, _ := asynq.GetMaxRetry(ctx)
-	task, opts := jobs.SubmitTask(w.queues, r, 0)
-	opts = append(opts, asynq.TaskID("submit:"+r.String()+":next:"+newToken()), asynq.ProcessIn(taskRetryDelay(maxN, err, t)))
-	if _, err := w.client.EnqueueContext(ctx, task, opts...); err != nil {
-		return fmt.Errorf("queuing the next submit task of %s: %w", r, err)
-	}
-	return nil
+	return w.tasks.SubmitSuccessor(ctx, r, newToken(), taskRetryDelay(maxN, err, t))
 }
 
 func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
@@ -261,11 +253,8 @@ func (w *Worker) alreadyArchived(ctx context.Context, j *jobs.Job) (bool, error)
 	if err != nil || info.Size != sc.Bytes {
 		return false, nil // a sidecar without its image: generate it again
 	}
-	_, _, err = w.ledger.Apply(ctx, j.Ref, jobs.Change{
-		From: []jobs.State{jobs.Queued}, To: jobs.Archived,
-		Set: map[string]string{"t": sc.TaskID, "loc": w.o.Store.Location(key), "sha": sc.SHA256, "b": fmt.Sprint(sc.Bytes),
-			"aa": fmt.Sprint(sc.ArchivedAt.UnixMilli())},
-	})
+	_, err = w.ledger.RecordFoundArchived(ctx, j.Ref, sc.TaskID,
+		jobs.ArchiveRecord{Location: w.o.Store.Location(key), SHA256: sc.SHA256, Bytes: sc.Bytes, At: sc.ArchivedAt})
 	if err == nil {
 		w.log.Debug("already archived; not submitted again", "job", j.Ref.String())
 	}

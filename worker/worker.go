@@ -146,9 +146,8 @@ type Worker struct {
 	log     *slog.Logger
 	ledger  *jobs.Ledger
 	queues  jobs.Queues
-	client  *asynq.Client
-	insp    *asynq.Inspector
-	enq     *jobs.Enqueuer
+	client  *asynq.Client // for the sweep only; a job's tasks go through tasks
+	tasks   *jobs.Tasks
 	pause   *pause
 	submits sync.WaitGroup // generate calls in flight; they outlive a shutdown so their task id is recorded
 }
@@ -164,8 +163,7 @@ func New(o Options) (*Worker, error) {
 		ledger: jobs.NewLedger(o.Redis, jobs.LedgerOptions{Namespace: o.Namespace, Retention: o.Retention, Now: o.Now}),
 		queues: jobs.QueuesFor(o.Namespace),
 		client: asynq.NewClientFromRedisClient(o.Redis),
-		insp:   asynq.NewInspectorFromRedisClient(o.Redis),
-		enq:    jobs.NewEnqueuer(o.Redis, jobs.EnqueuerOptions{Namespace: o.Namespace, Retention: o.Retention}),
+		tasks:  jobs.NewTasks(o.Redis, jobs.TasksOptions{Namespace: o.Namespace, Now: o.Now}),
 		pause:  &pause{rdb: o.Redis, key: o.Namespace + ":pause", now: o.Now},
 	}
 	return w, nil
@@ -255,9 +253,9 @@ func (w *Worker) Run(ctx context.Context) error {
 
 // Close releases the worker's queue clients (not the Redis client).
 func (w *Worker) Close() error {
-	// The asynq client and inspector hold nothing but the caller's shared Redis client, which
-	// asynq refuses to close; the Enqueuer knows how to say so quietly.
-	return w.enq.Close()
+	// The asynq clients hold nothing but the caller's shared Redis client, which asynq refuses
+	// to close; Tasks knows how to say so quietly.
+	return w.tasks.Close()
 }
 
 func (w *Worker) logTaskError(ctx context.Context, t *asynq.Task, err error) {
@@ -297,29 +295,6 @@ func lastAttempt(ctx context.Context) bool {
 	n, ok1 := asynq.GetRetryCount(ctx)
 	m, ok2 := asynq.GetMaxRetry(ctx)
 	return ok1 && ok2 && n >= m
-}
-
-// enqueueUnique enqueues a task with a fixed id. An id held by a task asynq archived (it ran out
-// of retries) is freed first: the sweeper's second chance must not be blocked by the first's
-// corpse. A live task with the id means the work is already queued.
-func (w *Worker) enqueueUnique(ctx context.Context, t *asynq.Task, queue, id string, opts ...asynq.Option) error {
-	opts = append(opts, asynq.Queue(queue), asynq.TaskID(id))
-	_, err := w.client.EnqueueContext(ctx, t, opts...)
-	if !errors.Is(err, asynq.ErrTaskIDConflict) {
-		return err
-	}
-	info, ierr := w.insp.GetTaskInfo(queue, id)
-	if ierr != nil || info.State != asynq.TaskStateArchived {
-		return nil
-	}
-	if derr := w.insp.DeleteTask(queue, id); derr != nil {
-		return fmt.Errorf("freeing task id %s: %w", id, derr)
-	}
-	_, err = w.client.EnqueueContext(ctx, t, opts...)
-	if errors.Is(err, asynq.ErrTaskIDConflict) {
-		return nil
-	}
-	return err
 }
 
 type asynqLogger struct{ l *slog.Logger }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"sync"
+	"slices"
 	"sync/atomic"
 
 	"github.com/spf13/cobra"
 
+	"github.com/kontextq/kontextq/internal/pool"
 	"github.com/kontextq/kontextq/jobs"
 )
 
@@ -29,7 +30,7 @@ cancel prints what it did and is idempotent. "kontextq retry BATCH --failed" que
 jobs again.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withBatchTasks(cmd, args[0], func(ctx context.Context, l *jobs.Ledger, tasks *submitTasks) error {
+			return withBatchTasks(cmd, args[0], func(ctx context.Context, l *jobs.Ledger, tasks *jobs.Tasks) error {
 				return cancelBatch(ctx, l, tasks, args[0], cmd.OutOrStdout())
 			})
 		},
@@ -45,7 +46,7 @@ const maxTaskRemovals = 1000
 
 // cancelBatch cancels the queued jobs in the ledger, then removes their waiting submit tasks when
 // there are few enough (see maxTaskRemovals).
-func cancelBatch(ctx context.Context, l *jobs.Ledger, tasks *submitTasks, batch string, out io.Writer) error {
+func cancelBatch(ctx context.Context, l *jobs.Ledger, tasks *jobs.Tasks, batch string, out io.Writer) error {
 	type cancelled struct {
 		r jobs.Ref
 		n int
@@ -64,34 +65,15 @@ func cancelBatch(ctx context.Context, l *jobs.Ledger, tasks *submitTasks, batch 
 	var removed atomic.Int64
 	var firstErr error
 	if len(list) <= maxTaskRemovals {
-		work := make(chan cancelled)
-		var once sync.Once
-		var wg sync.WaitGroup
-		for range 8 {
-			wg.Go(func() {
-				for c := range work {
-					ok, err := tasks.remove(c.r, c.n)
-					if err != nil {
-						// The task stays; the worker that runs it finds the job cancelled and drops it.
-						once.Do(func() { firstErr = err })
-						continue
-					}
-					if ok {
-						removed.Add(1)
-					}
-				}
-			})
-		}
-	feed:
-		for _, c := range list {
-			select {
-			case work <- c:
-			case <-ctx.Done():
-				break feed
+		// A task that stays is harmless: the worker that runs it finds the job cancelled and
+		// drops it.
+		firstErr = pool.Each(ctx, 8, slices.Values(list), func(_ context.Context, c cancelled) error {
+			ok, err := tasks.RemoveSubmit(c.r, c.n)
+			if ok {
+				removed.Add(1)
 			}
-		}
-		close(work)
-		wg.Wait()
+			return err
+		})
 		fmt.Fprintf(out, "batch %s: %d queued jobs cancelled (%d waiting submit tasks removed)\n", batch, rep.Cancelled, removed.Load())
 	} else {
 		fmt.Fprintf(out, "batch %s: %d queued jobs cancelled; their submit tasks stay queued, and workers drop each one "+

@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"iter"
 	"os"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 
+	"github.com/kontextq/kontextq/internal/pool"
 	"github.com/kontextq/kontextq/jobs"
 )
 
@@ -161,68 +162,55 @@ func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loa
 	}
 	defer c.Close()
 
-	n := max(o.Concurrency, 1)
-	chunks := make(chan []*jobs.Spec, n)
 	var added, existing, done atomic.Int64
-	var firstErr error
-	var once sync.Once
-	cctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	fail := func(err error) { once.Do(func() { firstErr = err; cancel() }) }
-	var wg sync.WaitGroup
-	for range n {
-		wg.Go(func() {
-			for chunk := range chunks {
-				a, e, err := enqueueChunk(cctx, enq, chunk)
-				added.Add(int64(a))
-				existing.Add(int64(e))
-				if err != nil {
-					fail(err)
-					continue
-				}
-				if d := done.Add(int64(len(chunk))); progress != nil {
-					progress(int(d))
-				}
-			}
-		})
-	}
-	chunk := make([]*jobs.Spec, 0, loadChunk)
-	send := func() bool {
-		select {
-		case chunks <- chunk:
-			chunk = make([]*jobs.Spec, 0, loadChunk)
-			return true
-		case <-cctx.Done():
-			return false
-		}
-	}
-	for cctx.Err() == nil {
-		it, err := r.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
+	err = pool.Each(ctx, o.Concurrency, readChunks(r), func(ctx context.Context, chunk []*jobs.Spec) error {
+		a, e, err := enqueueChunk(ctx, enq, chunk)
+		added.Add(int64(a))
+		existing.Add(int64(e))
 		if err != nil {
-			continue // reported by the validation pass
+			return err
 		}
-		chunk = append(chunk, &it.Spec)
-		if len(chunk) == loadChunk && !send() {
-			break
+		if d := done.Add(int64(len(chunk))); progress != nil {
+			progress(int(d))
 		}
-	}
-	if len(chunk) > 0 && cctx.Err() == nil {
-		send()
-	}
-	close(chunks)
-	wg.Wait()
+		return nil
+	})
 	rep.Added, rep.Existing = int(added.Load()), int(existing.Load())
 	if ctx.Err() != nil {
 		return rep, &exitError{code: exitFailed, err: fmt.Errorf("interrupted after %d of %d jobs of %s; "+
 			"the same command again resumes (nothing is enqueued twice)", done.Load(), rep.Valid, o.Path)}
 	}
-	if firstErr != nil {
-		return rep, fmt.Errorf("enqueuing %s: %w (the same command again resumes; nothing is enqueued twice)", o.Path, firstErr)
+	if err != nil {
+		return rep, fmt.Errorf("enqueuing %s: %w (the same command again resumes; nothing is enqueued twice)", o.Path, err)
 	}
 	return rep, nil
+}
+
+// readChunks yields the good lines of a file loadChunk at a time; the bad ones were reported by
+// the validation pass.
+func readChunks(r *jobs.Reader) iter.Seq[[]*jobs.Spec] {
+	return func(yield func([]*jobs.Spec) bool) {
+		chunk := make([]*jobs.Spec, 0, loadChunk)
+		for {
+			it, err := r.Next()
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				continue
+			}
+			chunk = append(chunk, &it.Spec)
+			if len(chunk) == loadChunk {
+				if !yield(chunk) {
+					return
+				}
+				chunk = make([]*jobs.Spec, 0, loadChunk)
+			}
+		}
+		if len(chunk) > 0 {
+			yield(chunk)
+		}
+	}
 }
 
 // enqueueChunk records a chunk of jobs in the ledger in one round trip, then queues the submit
