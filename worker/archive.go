@@ -89,8 +89,12 @@ func (w *Worker) handleArchive(ctx context.Context, t *asynq.Task) error {
 // sidecar, then marks the job: the ledger says archived only once both are in the store.
 func (w *Worker) archive(ctx context.Context, j *jobs.Job) error {
 	sp, err := w.fetch(ctx, j.ResultURL, j.Spec.Format())
-	if errors.Is(err, ErrResultGone) && !w.o.Now().Before(j.ExpiresAt) {
-		msg := fmt.Sprintf("result gone before it was archived (expiry assumed at %s): %v", j.ExpiresAt.UTC().Format(time.RFC3339), err)
+	if errors.Is(err, ErrResultGone) {
+		// Neither the result URL nor a fresh direct link serves it: Kie has let it expire,
+		// whatever lifetime was assumed. End the job where a person sees it rather than keep
+		// retrying a download that cannot succeed while the batch never finishes.
+		msg := fmt.Sprintf("result expired before it was archived (completed %s, expiry assumed at %s): %v",
+			j.CompleteTime.UTC().Format(time.RFC3339), j.ExpiresAt.UTC().Format(time.RFC3339), err)
 		ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Generated}, "", jobs.Expired, msg)
 		if ferr != nil {
 			return ferr
@@ -266,7 +270,7 @@ func (w *Worker) download(ctx context.Context, url string, sp *spooled) error {
 			if Judge(EndpointDownloadURL, derr).Cause == CauseNotFound {
 				return fmt.Errorf("download: %w: %v; refresh: %v", ErrResultGone, err, derr)
 			}
-			_, derr = w.refused(ctx, EndpointDownloadURL, derr)
+			_, derr = w.refused(ctx, EndpointDownloadURL, derr, false)
 			return fmt.Errorf("download: %w (refresh: %w)", err, derr)
 		}
 		url = fresh
@@ -276,7 +280,7 @@ func (w *Worker) download(ctx context.Context, url string, sp *spooled) error {
 		}
 	}
 	if err != nil {
-		_, err = w.refused(ctx, EndpointDownload, err)
+		_, err = w.refused(ctx, EndpointDownload, err, false)
 		return fmt.Errorf("download: %w", err)
 	}
 	defer resp.Body.Close()

@@ -59,8 +59,15 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	if p.Token != "" && p.Token != j.PollToken {
 		return nil // a superseded chain
 	}
+	probe, err := w.pause.admit(ctx, EndpointRecordInfo, maxPollWait)
+	if err != nil {
+		return err
+	}
 	granted, retry, err := w.o.PollLimiter.WaitAtMost(ctx, maxPollWait)
 	if !granted {
+		if probe {
+			w.pause.release(ctx)
+		}
 		why := "waiting for the poll rate limit"
 		if err != nil {
 			why = "poll rate limiter unavailable: " + err.Error()
@@ -69,7 +76,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	}
 	rec, err := w.o.Kie.RecordInfo(ctx, j.TaskID)
 	if err != nil {
-		v, rerr := w.refused(ctx, EndpointRecordInfo, err)
+		v, rerr := w.refused(ctx, EndpointRecordInfo, err, probe)
 		if v.Action == RetryLater || v.Action == PauseAccount {
 			return rerr
 		}
@@ -88,6 +95,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 		_ = w.ledger.SetError(ctx, j.Ref, "poll: "+err.Error())
 		return rerr
 	}
+	w.answered(ctx, EndpointRecordInfo, probe)
 	switch rec.SuccessFlag {
 	case kie.Succeeded:
 		return w.recordSuccess(ctx, j, rec)

@@ -122,15 +122,42 @@ type Verdict struct {
 	Delay time.Duration
 }
 
-// pauseFor is how long the account pauses for each cause. A bad key or a disabled feature needs
-// a human; credits are checked by the sweeper, which lifts the pause when they return;
-// maintenance is usually short.
-var pauseFor = map[Cause]time.Duration{
-	CauseBadKey:          10 * time.Minute,
-	CauseOutOfCredits:    5 * time.Minute,
-	CauseMaintenance:     time.Minute,
-	CauseFeatureDisabled: 10 * time.Minute,
-	CauseCDNRefused:      10 * time.Minute,
+// probeSchedule is when an account pause for a cause is first probed, and the cap its doubling
+// reaches (see pause.go).
+type probeSchedule struct{ first, cap time.Duration }
+
+// probeSchedules: maintenance and outages are probed soon and often, as they are usually short;
+// what needs a person (a key, credits, a disabled feature, a refused User-Agent) is probed
+// rarely. The sweeper also lifts an out-of-credits pause as soon as credits are back.
+var probeSchedules = map[Cause]probeSchedule{
+	CauseMaintenance:     {time.Second, 30 * time.Second},
+	CauseServerError:     {time.Second, 30 * time.Second},
+	CauseGateway:         {time.Second, 30 * time.Second},
+	CauseNetwork:         {time.Second, 30 * time.Second},
+	CauseBadKey:          {time.Minute, 10 * time.Minute},
+	CauseOutOfCredits:    {time.Minute, 5 * time.Minute},
+	CauseFeatureDisabled: {time.Minute, 10 * time.Minute},
+	CauseCDNRefused:      {time.Minute, 10 * time.Minute},
+}
+
+// submitsOnly are the causes that stop only generate calls: polls and downloads of tasks
+// already paid for go on.
+func submitsOnly(c Cause) bool { return c == CauseOutOfCredits || c == CauseFeatureDisabled }
+
+// stormAfter is how many server errors in a row (Kie's 5xx, a gateway's, no answer at all) from
+// Kie's API, with no answer between them, make an outage: the account pauses and is probed.
+// Each such error still counts against its task, so a request that always fails runs out of
+// retries instead of keeping the account paused.
+const stormAfter = 3
+
+func stormCause(c Cause) bool {
+	return c == CauseServerError || c == CauseGateway || c == CauseNetwork
+}
+
+// apiEndpoint reports the endpoints whose answers say whether Kie's API is up; the file host
+// that serves downloads is another service.
+func apiEndpoint(ep Endpoint) bool {
+	return ep == EndpointGenerate || ep == EndpointRecordInfo || ep == EndpointUpload
 }
 
 // Judge decides what err, returned by a call to ep, means. It is the one place that reads Kie's
@@ -200,15 +227,50 @@ func (w *Worker) limiterFor(ep Endpoint) Limiter {
 	return w.o.TransferLimiter
 }
 
-// refused applies the verdict on err, returned by a call to ep: it reports a 429 to the
-// endpoint's limiter and to the observer, pauses the account, and returns the verdict with the
-// error to hand to asynq (a *RateLimitedError or a *PausedError when the task is to wait without
-// counting a failure; err itself otherwise). Ending a job (GiveUp) is the caller's: only it knows
-// the job's state.
-func (w *Worker) refused(ctx context.Context, ep Endpoint, err error) (Verdict, error) {
+// refused applies the verdict on err, returned by a call to ep (probe: the call was the account
+// pause's probe, see pause.admit). It reports a 429 to the endpoint's limiter and to the
+// observer, pauses the account or extends the pause, and returns the verdict with the error to
+// hand to asynq: a *RateLimitedError or a *PausedError when the task is to wait without counting
+// a failure, err itself otherwise. Ending a job (GiveUp) is the caller's: only it knows the
+// job's state.
+func (w *Worker) refused(ctx context.Context, ep Endpoint, err error, probe bool) (Verdict, error) {
 	v := Judge(ep, err)
-	switch v.Action {
-	case RetryLater:
+	outage := stormCause(v.Cause) && apiEndpoint(ep)
+	if apiEndpoint(ep) {
+		if outage {
+			w.storm.Add(1)
+		} else {
+			w.storm.Store(0) // Kie answered
+		}
+	}
+	pausing := v.Action == PauseAccount || (outage && (probe || w.storm.Load() >= stormAfter))
+	switch {
+	case pausing && probe:
+		pe, perr := w.pause.probeFailed(ctx, v.Cause, kie.RetryAfter(err))
+		if perr != nil {
+			return v, fmt.Errorf("%w (and extending the account pause failed: %v)", err, perr)
+		}
+		w.log.Warn("probe refused; the account stays paused", "cause", v.Cause.String(), "next_probe_in", pe.Until.Sub(pe.now).Round(time.Millisecond), "endpoint", string(ep), "err", err)
+		if outage {
+			return v, err
+		}
+		pe.Err = err
+		return v, pe
+	case pausing:
+		pe, perr := w.pause.start(ctx, v.Cause, kie.RetryAfter(err))
+		if perr != nil {
+			return v, fmt.Errorf("%w (and pausing the account failed: %v)", err, perr)
+		}
+		w.log.Error("account paused; probing", "cause", v.Cause.String(), "first_probe_in", pe.Until.Sub(pe.now).Round(time.Millisecond), "endpoint", string(ep), "err", err)
+		if outage {
+			return v, err
+		}
+		pe.Err = err
+		return v, pe
+	case probe:
+		w.probeAnswered(ctx, ep) // refused, but not for the pause's reasons: Kie answers
+	}
+	if v.Action == RetryLater {
 		if v.Throttle {
 			w.o.Observer.RateLimited(string(ep))
 			if terr := w.limiterFor(ep).Throttled(ctx, kie.RetryAfter(err)); terr != nil {
@@ -216,17 +278,27 @@ func (w *Worker) refused(ctx context.Context, ep Endpoint, err error) (Verdict, 
 			}
 		}
 		return v, &RateLimitedError{RetryAfter: v.Delay, Why: fmt.Sprintf("Kie answered %s to %s", v.Cause, ep), Err: err}
-	case PauseAccount:
-		d := max(v.Delay, pauseFor[v.Cause])
-		pe, perr := w.pause.set(ctx, v.Cause, d)
-		if perr != nil {
-			return v, fmt.Errorf("%w (and pausing the account failed: %v)", err, perr)
-		}
-		w.log.Error("account paused", "cause", v.Cause.String(), "for", d, "endpoint", string(ep), "err", err)
-		pe.Err = err
-		return v, pe
 	}
 	return v, err
+}
+
+// answered records a call to ep that Kie answered with success. When the call was the
+// pause's probe the pause ends: every process goes back to full speed.
+func (w *Worker) answered(ctx context.Context, ep Endpoint, probe bool) {
+	if apiEndpoint(ep) {
+		w.storm.Store(0)
+	}
+	if probe {
+		w.probeAnswered(ctx, ep)
+	}
+}
+
+func (w *Worker) probeAnswered(ctx context.Context, ep Endpoint) {
+	if err := w.pause.lift(context.WithoutCancel(ctx), CauseOther); err != nil {
+		w.log.Warn("lifting the account pause failed; the next probe lifts it", "err", err)
+		return
+	}
+	w.log.Info("Kie answers again; account pause lifted", "endpoint", string(ep))
 }
 
 // RateLimitedError sends a task back to its queue until RetryAfter without counting a failure:

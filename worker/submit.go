@@ -116,11 +116,18 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 	if done, err := w.alreadyArchived(ctx, j); done || err != nil {
 		return err
 	}
-	if pe, err := w.pause.get(ctx); err != nil || pe != nil {
-		if pe != nil {
-			return pe
-		}
+	probe, err := w.pause.admit(ctx, EndpointGenerate, maxLimiterWait)
+	if err != nil {
 		return err
+	}
+	called := false
+	if probe {
+		// A probe that never reaches Kie frees its lease for the next call.
+		defer func() {
+			if !called {
+				w.pause.release(ctx)
+			}
+		}()
 	}
 	granted, retry, err := w.o.SubmitLimiter.WaitAtMost(ctx, maxLimiterWait)
 	if err != nil && !granted {
@@ -141,13 +148,15 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 	if !ok {
 		return &RateLimitedError{RetryAfter: submitLease, Why: "another submission of this job is in flight"}
 	}
-	return w.submit(ctx, j, input, marked)
+	called = true
+	return w.submit(ctx, j, input, marked, probe)
 }
 
 // submit sends the generate call and records its outcome. It runs detached from the handler's
 // cancellation: a call cut off halfway would leave Kie's answer — and a paid task — unknown.
-// marked is when the submission marker was set.
-func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked time.Time) error {
+// marked is when the submission marker was set; probe, whether the call is the account pause's
+// probe.
+func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked time.Time, probe bool) error {
 	w.submits.Add(1)
 	defer w.submits.Done()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), generateTimeout)
@@ -159,6 +168,9 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked t
 			// using the job's retries up.
 			_ = w.ledger.ClearSubmitting(cctx, j.Ref, "journal: "+err.Error())
 			w.log.Error("journal not writable; submissions wait", "err", err)
+			if probe {
+				w.pause.release(ctx)
+			}
 			return &RateLimitedError{RetryAfter: 30 * time.Second, Why: "journal not writable", Err: err}
 		}
 	}
@@ -169,8 +181,9 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked t
 	rctx, rcancel := context.WithDeadline(context.WithoutCancel(ctx), marked.Add(recordWindow))
 	defer rcancel()
 	if err != nil {
-		return w.submitFailed(rctx, j, err)
+		return w.submitFailed(rctx, j, err, probe)
 	}
+	w.answered(rctx, EndpointGenerate, probe)
 	w.o.Observer.Submitted()
 	if w.o.Journal != nil {
 		if jerr := w.o.Journal.Submitted(j.Ref, taskID); jerr != nil {
@@ -210,7 +223,7 @@ record:
 }
 
 // submitFailed handles a generate call that did not return a task id.
-func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error {
+func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error, probe bool) error {
 	if !notSent(err) {
 		// The request may have reached Kie and created a task we cannot see. Paying twice is
 		// worse than asking the user to retry.
@@ -227,7 +240,7 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error) error
 	if cerr := w.ledger.ClearSubmitting(ctx, j.Ref, err.Error()); cerr != nil {
 		return cerr
 	}
-	v, rerr := w.refused(ctx, EndpointGenerate, err)
+	v, rerr := w.refused(ctx, EndpointGenerate, err, probe)
 	if v.Action == GiveUp {
 		if ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, err.Error()); ferr != nil || !ok {
 			return ferr
@@ -289,7 +302,7 @@ func (w *Worker) inputURL(ctx context.Context, j *jobs.Job) (string, time.Time, 
 	defer f.Close()
 	up, err := w.o.Kie.UploadStream(ctx, f, j.ID+filepath.Ext(in), "kontextq/"+j.Batch)
 	if err != nil {
-		v, rerr := w.refused(ctx, EndpointUpload, err)
+		v, rerr := w.refused(ctx, EndpointUpload, err, false)
 		if v.Action == GiveUp {
 			msg := fmt.Sprintf("inputImage %s: upload refused: %v", in, err)
 			if _, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, msg); ferr != nil {

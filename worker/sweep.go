@@ -155,7 +155,7 @@ func (w *Worker) sweep(ctx context.Context) (SweepReport, error) {
 	}
 	if pe, err := w.pause.get(ctx); err == nil && pe != nil && pe.Cause == CauseOutOfCredits {
 		if c, err := w.o.Kie.Credits(ctx); err == nil && c > 0 {
-			_ = w.pause.clear(ctx, pe.Cause)
+			_ = w.pause.lift(ctx, CauseOutOfCredits)
 			w.log.Info("credits are back; submissions resume", "credits", c)
 		}
 	}

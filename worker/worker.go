@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -149,6 +150,7 @@ type Worker struct {
 	client  *asynq.Client // for the sweep only; a job's tasks go through tasks
 	tasks   *jobs.Tasks
 	pause   *pause
+	storm   atomic.Int32 // server errors from Kie's API in a row (see refused)
 	submits sync.WaitGroup // generate calls in flight; they outlive a shutdown so their task id is recorded
 }
 
