@@ -52,6 +52,16 @@ func (r Rate) PerSecond() float64 {
 	return float64(r.Events) / r.Per.Seconds()
 }
 
+// Time is how long n events take at r, at best: the ETA of n queued jobs at the account's
+// rate (the one place that arithmetic is done). ok is false when r is no rate.
+func (r Rate) Time(n int64) (d time.Duration, ok bool) {
+	ps := r.PerSecond()
+	if ps <= 0 {
+		return 0, false
+	}
+	return time.Duration(float64(n) / ps * float64(time.Second)), true
+}
+
 // MarshalText and UnmarshalText let a Rate live in config files and flags.
 func (r Rate) MarshalText() ([]byte, error) { return []byte(r.String()), nil }
 

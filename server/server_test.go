@@ -19,6 +19,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
@@ -69,18 +71,15 @@ func setup(t *testing.T, fo fixtureOpts) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mk := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
-		return ratelimit.New(env.Client, ratelimit.Options{Name: name, Account: "test", Prefix: env.Prefix, Rate: r})
-	}
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	wo := worker.Options{
-		Redis: env.Client, Kie: kc, Store: store, Namespace: ns,
-		SubmitLimiter:   mk("generate", ratelimit.Rate{Events: 20, Per: 10 * time.Second}),
-		PollLimiter:     mk("record-info", ratelimit.Rate{Events: 10, Per: time.Second}),
-		TransferLimiter: mk("transfer", ratelimit.Rate{Events: 100, Per: time.Second}),
-		SpoolDir:        t.TempDir(),
-		Logger:          log,
-	}
+	// The worker is built through the composition root the binary uses.
+	cfg := config.Default()
+	cfg.KieAPIKey, cfg.Namespace = "test", ns
+	cfg.Rate = ratelimit.Rate{Events: 20, Per: 10 * time.Second}
+	cfg.PollRate = ratelimit.Rate{Events: 10, Per: time.Second}
+	cfg.TransferRate = ratelimit.Rate{Events: 100, Per: time.Second}
+	wo := app.WorkerOptions(cfg)
+	wo.SpoolDir, wo.Logger = t.TempDir(), log
 	if fo.worker != nil {
 		fo.worker(&wo)
 	}
@@ -91,10 +90,16 @@ func setup(t *testing.T, fo fixtureOpts) *fixture {
 	if wo.CallbackURL == "" {
 		wo.CallbackURL = hs.URL + "/kie/callback"
 	}
-	w, err := worker.New(wo)
+	aw, err := app.NewWorker(cfg, app.Deps{Redis: env.Client, Kie: kc, Store: store}, func(o *worker.Options) {
+		own := wo
+		own.Redis, own.Kie, own.Store = o.Redis, o.Kie, o.Store
+		own.SubmitLimiter, own.PollLimiter, own.TransferLimiter = o.SubmitLimiter, o.PollLimiter, o.TransferLimiter
+		*o = own
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	w := aw.Worker
 	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: ns})
 	connOpt, err := asynq.ParseRedisURI(env.URL)
 	if err != nil {
@@ -103,7 +108,7 @@ func setup(t *testing.T, fo fixtureOpts) *fixture {
 	so := server.Options{
 		Redis: env.Client, RedisConnOpt: connOpt, Namespace: ns,
 		Enqueuer: enq, Checker: w, Credits: kc,
-		Limiters: []server.StatsSource{wo.SubmitLimiter.(*ratelimit.Limiter)},
+		Limiters: []server.StatsSource{aw.Limiters.Submit},
 		APIToken: testToken, HMACKey: []byte(testHMAC), Loopback: true,
 		Logger: log,
 	}

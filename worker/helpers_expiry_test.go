@@ -24,27 +24,17 @@ func calmSim() kiesim.Options {
 // namespace, simulator (or wo.Kie) and archive.
 func (b *bundle) another(t *testing.T, wo worker.Options) *worker.Worker {
 	t.Helper()
-	mk := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
-		return ratelimit.New(b.env.Client, ratelimit.Options{Name: name, Account: "test", Prefix: b.env.Prefix, Rate: r})
+	if wo.SpoolDir == "" {
+		wo.SpoolDir = t.TempDir()
 	}
-	if wo.Redis == nil {
-		wo.Redis = b.env.Client
-	}
-	if wo.Kie == nil {
-		wo.Kie = b.kie
-	}
-	wo.Store, wo.Namespace = b.store, b.env.Prefix+"ns"
-	wo.SubmitLimiter = mk("generate", ratelimit.Rate{Events: 20, Per: time.Second})
-	wo.PollLimiter = mk("record-info", ratelimit.Rate{Events: 50, Per: time.Second})
-	wo.TransferLimiter = mk("transfer", ratelimit.Rate{Events: 200, Per: time.Second})
-	wo.SpoolDir = t.TempDir()
 	if wo.Logger == nil {
 		wo.Logger = slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelError}))
 	}
-	w, err := worker.New(wo)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := buildWorker(t, b.env.Client, b.env.Prefix+"ns", b.kie, b.store, budgets{
+		submit:   ratelimit.Rate{Events: 20, Per: time.Second},
+		poll:     ratelimit.Rate{Events: 50, Per: time.Second},
+		transfer: ratelimit.Rate{Events: 200, Per: time.Second},
+	}, wo)
 	t.Cleanup(func() { w.Close() })
 	return w
 }

@@ -61,17 +61,11 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if told.Events == 0 {
 		told = ratelimit.Rate{Events: o.sim.GenerateLimit, Per: o.sim.GenerateWindow}
 	}
-	mk := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
-		return ratelimit.New(env.Client, ratelimit.Options{Name: name, Account: "test", Prefix: env.Prefix, Rate: r})
-	}
 	wo := o.worker
-	wo.Redis, wo.Kie, wo.Store, wo.Namespace = env.Client, kc, store, env.Prefix+"ns"
+	var ws archive.Store = store
 	if o.wrapStore != nil {
-		wo.Store = o.wrapStore(store)
+		ws = o.wrapStore(store)
 	}
-	wo.SubmitLimiter = mk("generate", told)
-	wo.PollLimiter = mk("record-info", ratelimit.Rate{Events: o.sim.RecordInfoLimit, Per: o.sim.RecordInfoWindow})
-	wo.TransferLimiter = mk("transfer", ratelimit.Rate{Events: 200, Per: time.Second})
 	if wo.FirstPoll == 0 {
 		wo.FirstPoll = 300 * time.Millisecond
 	}
@@ -87,11 +81,13 @@ func setup(t *testing.T, o setupOpts) *bundle {
 	if o.logs != nil {
 		wo.Logger = slog.New(teeHandler{wo.Logger.Handler(), o.logs})
 	}
-	w, err := worker.New(wo)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: wo.Namespace})
+	ns := env.Prefix + "ns"
+	w := buildWorker(t, env.Client, ns, kc, ws, budgets{
+		submit:   told,
+		poll:     ratelimit.Rate{Events: o.sim.RecordInfoLimit, Per: o.sim.RecordInfoWindow},
+		transfer: ratelimit.Rate{Events: 200, Per: time.Second},
+	}, wo)
+	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: ns})
 	t.Cleanup(func() { w.Close(); enq.Close(); store.Close() })
 	return &bundle{env: env, sim: sim, store: store, dir: dir, w: w, enq: enq, ledger: w.Ledger(), kie: kc}
 }

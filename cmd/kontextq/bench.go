@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/internal/bench"
 )
 
@@ -53,7 +54,7 @@ namespace and deletes its keys afterwards. It exits 1 when kontextq misses a cas
 				return usageErr(errors.New("--limit, --window, --jobs and --storm must be positive"))
 			}
 			ctx := cmd.Context()
-			rdb, err := openRedis(ctx, cfg)
+			rdb, err := app.OpenRedis(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -65,7 +66,7 @@ namespace and deletes its keys afterwards. It exits 1 when kontextq misses a cas
 			if cmd.Flags().Changed("submit-workers") {
 				o.SubmitWorkers = cfg.SubmitWorkers
 			}
-			o.Logger = newLogger(cfg, cmd.ErrOrStderr())
+			o.Logger = app.NewLogger(cfg, cmd.ErrOrStderr())
 
 			results, runErr := bench.Run(ctx, o, cs)
 			var md strings.Builder

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -16,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/server"
@@ -83,7 +85,7 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(cfg, cmd.ErrOrStderr())
+	log := app.NewLogger(cfg, cmd.ErrOrStderr())
 
 	// Kie: the simulator, with Kie's own rate limit and quick generations.
 	simLn, err := net.Listen("tcp", "127.0.0.1:0")
@@ -102,18 +104,18 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 	defer simSrv.Close()
 	cfg.KieBaseURL, cfg.KieUploadURL = simURL, simURL
 
-	rdb, _, err := openRedisOrMemory(ctx, cfg)
+	rdb, _, err := app.OpenRedisOrMemory(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer rdb.Close()
-	store, err := openStore(ctx, cfg)
+	store, err := app.OpenStore(ctx, cfg)
 	if err != nil {
 		return err
 	}
 	defer store.Close()
 	metrics := server.NewMetrics()
-	w, lim, err := newWorker(ctx, cfg, rdb, log, store, withMetrics(metrics))
+	w, err := app.NewWorker(cfg, app.Deps{Redis: rdb, Store: store, Logger: log, Observer: metrics})
 	if err != nil {
 		return err
 	}
@@ -131,7 +133,7 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 
 	fmt.Fprintf(out, "kontextq demo: a Kie.ai simulator and an in-memory Redis in this process; nothing is paid.\n")
 	chosen := cmd.Flags().Changed("listen") || os.Getenv("KONTEXTQ_LISTEN") != ""
-	dashboard, stopServer, err := startDemoServer(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: lim, Metrics: metrics, Log: log}, chosen)
+	dashboard, stopServer, err := startDemoServer(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Metrics: metrics, Log: log}, chosen)
 	if err != nil {
 		return err
 	}
@@ -144,18 +146,10 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 	fmt.Fprintf(out, "images:    %s\n", store.Location(batch))
 	fmt.Fprintf(out, "dashboard: %s\n", dashboard)
 
-	wctx, stopWorker := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	err = waitBatch(ctx, w.Ledger(), batch, out, time.Second)
-	stopWorker()
-	if werr := <-done; werr != nil && err == nil {
-		err = werr
+	serr := workBatch(ctx, w, batch, cfg.Rate, time.Second, out)
+	if ee := (*exitError)(nil); serr != nil && (!errors.As(serr, &ee) || ee.err != nil) {
+		return serr // not the batch's outcome: interrupted, or Redis failed
 	}
-	if err != nil {
-		return err
-	}
-	serr := summarize(ctx, w.Ledger(), batch, out)
 	fmt.Fprintf(out, "\ndone in %s: the images are in %s, each with a .json sidecar (its request, Kie's task, sha256).\n",
 		time.Since(began).Round(time.Second), store.Location(batch))
 	fmt.Fprintf(out, "Next, with your own key from kie.ai (each image is paid):\n  export KIE_API_KEY=...\n  kontextq run %s\n", batchFile)
@@ -180,7 +174,7 @@ func writeDemoFiles(archiveLoc string) (string, error) {
 		}
 		dir = d
 	} else {
-		p, err := journalPath(archiveLoc, os.Getenv) // <archive>/.kontextq/journal.jsonl
+		p, err := app.JournalPath(archiveLoc, os.Getenv) // <archive>/.kontextq/journal.jsonl
 		if err != nil {
 			return "", err
 		}

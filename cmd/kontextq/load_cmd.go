@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/jobs"
 )
 
@@ -140,7 +141,7 @@ assumed), and how long they take at the configured --rate.`,
 			if dryRun {
 				return dryRunLoad(ctx, cfg, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
 			}
-			rdb, err := openRedis(ctx, cfg)
+			rdb, err := app.OpenRedis(ctx, cfg)
 			if err != nil {
 				return err
 			}
@@ -164,9 +165,9 @@ assumed), and how long they take at the configured --rate.`,
 const loaderMemoryLimit = 100 << 20
 
 // boundLoaderMemory sets the garbage collector for a load, unless the user set GOMEMLIMIT or GOGC.
-// The loader's live memory is small (the reader's count of distinct lines, about 40 bytes each)
-// but it allocates fast while parsing, and with the default GOGC its heap, and so its RSS,
-// reaches twice the live size. A soft limit with GOGC off collects only when the limit nears:
+// The loader's live memory is small (the reader's count of distinct lines) but it allocates fast
+// while parsing, and with the default GOGC its heap, and so its RSS, reaches twice the live size
+// (docs/benchmarks.md, Loading, has the figures). A soft limit with GOGC off collects only when the limit nears:
 // fewer collections than the default and a bounded footprint. A file with several million
 // distinct lines needs more than the limit; the runtime then collects more often (it caps the
 // collector at half the CPU) and goes over the limit rather than failing.
@@ -214,7 +215,7 @@ type planKey struct {
 func dryRunLoad(ctx context.Context, cfg config.Config, o loadOptions, out, errOut io.Writer) error {
 	var known func([]jobs.Ref) ([]bool, error)
 	if cfg.RedisURL != "" {
-		rdb, err := openRedis(ctx, cfg)
+		rdb, err := app.OpenRedis(ctx, cfg)
 		if err != nil {
 			return err
 		}
@@ -345,8 +346,7 @@ func printPlan(out io.Writer, cfg config.Config, o loadOptions, rep loadReport, 
 	if cfg.GenerationRetries > 0 {
 		fmt.Fprintf(out, "      a job whose generation fails is submitted again, up to %d more time(s), each paid\n", cfg.GenerationRetries)
 	}
-	if n := gen + edit; n > 0 && cfg.Rate.PerSecond() > 0 {
-		d := time.Duration(float64(n) / cfg.Rate.PerSecond() * float64(time.Second))
+	if d, ok := cfg.Rate.Time(int64(gen + edit)); ok && gen+edit > 0 {
 		fmt.Fprintf(out, "time: about %s at --rate %s (Kie's limit per account, shared by every worker)\n", humanDuration(d), cfg.Rate)
 	}
 }

@@ -10,10 +10,10 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 )
 
 // Exit codes of every command (run's, as README documents them).
@@ -42,7 +42,7 @@ func usageErr(err error) error { return &exitError{code: exitUsage, err: err} }
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	redis.SetLogger(redisLog{}) // silent until a command builds its logger
+	app.SilenceRedis() // until a command builds its logger
 	root := newRoot()
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -70,6 +70,8 @@ func exitStatus(err error, started bool) (int, string) {
 			return ee.code, ""
 		}
 		return ee.code, ee.err.Error()
+	case app.IsConfigError(err):
+		return exitUsage, err.Error()
 	case !started:
 		return exitUsage, err.Error()
 	}
@@ -116,10 +118,30 @@ func explainArgs(c *cobra.Command) {
 	}
 }
 
-// loadConfig reads the settings of a command.
-func loadConfig(cmd *cobra.Command) (config.Config, error) {
+// need is a setting a command cannot do without, beyond what config.Load checks.
+type need int
+
+const (
+	needKey   need = iota // KIE_API_KEY: the command calls Kie
+	needRedis             // REDIS_URL: the command has no in-memory Redis to fall back on
+)
+
+// loadConfig reads the settings of a command and checks what it needs, reporting every problem
+// at once.
+func loadConfig(cmd *cobra.Command, needs ...need) (config.Config, error) {
 	cfg, err := config.Load(cmd.Flags(), os.Getenv)
-	if err != nil {
+	problems := []error{err}
+	for _, n := range needs {
+		switch n {
+		case needKey:
+			problems = append(problems, cfg.RequireKieKey())
+		case needRedis:
+			if cfg.RedisURL == "" {
+				problems = append(problems, app.ErrNoRedis)
+			}
+		}
+	}
+	if err := errors.Join(problems...); err != nil {
 		return cfg, usageErr(fmt.Errorf("configuration:\n%w", err))
 	}
 	return cfg, nil

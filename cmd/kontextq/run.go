@@ -11,8 +11,10 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/internal/journal"
 	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/server"
 )
 
@@ -32,15 +34,12 @@ run pays for nothing twice. With a shared REDIS_URL, run is a worker of its --na
 waits for its batch it also works jobs other loads queued there.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd)
+			cfg, err := loadConfig(cmd, needKey)
 			if err != nil {
 				return err
 			}
-			if err := cfg.RequireKieKey(); err != nil {
-				return usageErr(err)
-			}
 			ctx := cmd.Context()
-			log := newLogger(cfg, cmd.ErrOrStderr())
+			log := app.NewLogger(cfg, cmd.ErrOrStderr())
 			o := bf.options(args[0])
 			if err := checkOptions(o); err != nil {
 				return err
@@ -65,13 +64,17 @@ waits for its batch it also works jobs other loads queued there.`,
 				defer jr.Close()
 			}
 			m := server.NewMetrics()
-			w, lim, err := newWorker(ctx, cfg, rdb, log, store, withJournal(jr), withMetrics(m))
+			d := app.Deps{Redis: rdb, Store: store, Kie: kc, Logger: log, Observer: m}
+			if jr != nil {
+				d.Journal = jr
+			}
+			w, err := app.NewWorker(cfg, d)
 			if err != nil {
 				return err
 			}
 			defer w.Close()
 			if !noServe {
-				if stopServe := serveDuringRun(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: lim, Credits: kc, Metrics: m, Log: log}, cmd.OutOrStdout()); stopServe != nil {
+				if stopServe := serveDuringRun(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Credits: kc, Metrics: m, Log: log}, cmd.OutOrStdout()); stopServe != nil {
 					defer stopServe()
 				}
 			}
@@ -85,27 +88,21 @@ waits for its batch it also works jobs other loads queued there.`,
 			}
 			printLoaded(out, o, rep)
 			fmt.Fprintf(out, "archive: %s\n", store.Location(o.Batch))
-			if err := restoreFromJournal(ctx, jr, w, o.Batch, out); err != nil {
-				return err
-			}
 			if jr != nil {
+				n, err := w.RestoreJournal(ctx, jr, o.Batch)
+				if err != nil {
+					return err
+				}
+				if n.Total() > 0 {
+					fmt.Fprintf(out, "journal: %d jobs were submitted before: %d already archived, %d resumed at Kie, %d interrupted (not sent again)\n",
+						n.Total(), n[jobs.Archived], n[jobs.Submitted], n[jobs.Failed])
+				}
 				if err := settleRateWindow(ctx, jr.Records(), cfg.Rate.Per, out); err != nil {
 					return err
 				}
 			}
 
-			wctx, stop := context.WithCancel(ctx)
-			done := make(chan error, 1)
-			go func() { done <- w.Run(wctx) }()
-			err = waitBatch(ctx, w.Ledger(), o.Batch, out, 2*time.Second)
-			stop()
-			if werr := <-done; werr != nil && err == nil {
-				err = werr
-			}
-			if err != nil {
-				return err
-			}
-			return summarize(ctx, w.Ledger(), o.Batch, out)
+			return workBatch(ctx, w, o.Batch, cfg.Rate, 2*time.Second, out)
 		},
 	}
 	bf.register(cmd)
@@ -173,27 +170,24 @@ func validBatch(b string) error {
 	return nil
 }
 
-// waitBatch shows the batch's progress until it is finished or ctx ends.
-func waitBatch(ctx context.Context, l *jobs.Ledger, batch string, out io.Writer, every time.Duration) error {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	view := newBatchView(out)
-	defer view.Close()
-	for {
-		c, err := l.Counts(ctx, batch)
-		if err != nil {
-			return err
-		}
-		view.Show(c, "")
-		if c.Done() {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return &exitError{code: exitFailed, err: errors.New("interrupted; run the same command again to finish the batch (nothing is paid twice)")}
-		case <-t.C:
-		}
+// workBatch runs w until batch has finished, showing its progress, then prints the outcome and
+// returns run's exit status.
+func workBatch(ctx context.Context, w *app.Worker, batch string, rate ratelimit.Rate, every time.Duration, out io.Writer) error {
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	err := followBatch(ctx, w.Ledger(), batch, rate, every, true, out)
+	stop()
+	if werr := <-done; werr != nil && err == nil {
+		err = werr
 	}
+	if errors.Is(err, errInterrupted) {
+		return &exitError{code: exitFailed, err: errors.New("interrupted; run the same command again to finish the batch (nothing is paid twice)")}
+	}
+	if err != nil {
+		return err
+	}
+	return summarize(ctx, w.Ledger(), batch, out)
 }
 
 func progressLine(c jobs.Counts) string {

@@ -15,11 +15,10 @@ import (
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
-	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/server"
-	"github.com/kontextq/kontextq/worker"
 )
 
 // serveFlags are the server's switches; where it listens, its public URL and its secrets are
@@ -63,16 +62,12 @@ no work itself: run workers (kontextq worker) against the same Redis and namespa
 			defer s.Close()
 			ctx, cfg, log, rdb := cmd.Context(), s.cfg, s.log, s.rdb
 			// The worker is never run here: its Check only enqueues a poll for the workers.
-			w, lim, err := newWorker(ctx, cfg, rdb, log, noStore{})
+			w, err := app.NewWorker(cfg, app.Deps{Redis: rdb, Store: noStore{}, Logger: log})
 			if err != nil {
 				return err
 			}
 			defer w.Close()
-			kc, err := newKie(cfg)
-			if err != nil {
-				return err
-			}
-			addr, stop, err := startServer(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: lim, Credits: kc, Log: log, Flags: sf})
+			addr, stop, err := startServer(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Credits: w.Kie, Log: log, Flags: sf})
 			if err != nil {
 				return err
 			}
@@ -91,16 +86,11 @@ no work itself: run workers (kontextq worker) against the same Redis and namespa
 type serveDeps struct {
 	Redis    redis.UniversalClient // required
 	Checker  server.Checker        // required: the process's *worker.Worker
-	Limiters limiters              // for the rate gauges
+	Limiters app.Limiters          // for the rate gauges
 	Credits  *kie.Client           // for the credits gauge; optional
-	Metrics  *server.Metrics       // the workers' counters (pass the same to withMetrics); optional
+	Metrics  *server.Metrics       // the workers' counters (the worker's Observer too); optional
 	Log      *slog.Logger
 	Flags    serveFlags
-}
-
-// withMetrics makes a worker report to m (an option of newWorker).
-func withMetrics(m *server.Metrics) func(*worker.Options) {
-	return func(o *worker.Options) { o.Observer = m }
 }
 
 // startServer starts serving on cfg.Listen in the background and returns the address it
@@ -125,7 +115,7 @@ func startServer(ctx context.Context, cfg config.Config, d serveDeps) (addr stri
 	if d.Credits != nil {
 		o.Credits = d.Credits
 	}
-	for _, l := range []*ratelimit.Limiter{d.Limiters.submit, d.Limiters.poll, d.Limiters.transfer} {
+	for _, l := range d.Limiters.All() {
 		if l != nil {
 			o.Limiters = append(o.Limiters, l)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/kie/kiesim"
+	"github.com/kontextq/kontextq/ratelimit"
 )
 
 func newSimCmd() *cobra.Command {
@@ -72,4 +73,12 @@ KIE_API_KEY set to its key (default sim-key).`,
 	f.DurationVar(&o.ResultTTL, "result-ttl", 14*24*time.Hour, "how long result images stay downloadable")
 	f.Int64Var(&o.Seed, "seed", 1, "seed of every random choice")
 	return cmd
+}
+
+func parseRateFlag(flag, v string) (ratelimit.Rate, error) {
+	r, err := ratelimit.ParseRate(v)
+	if err != nil {
+		return r, usageErr(fmt.Errorf("%s: %v", flag, err))
+	}
+	return r, nil
 }

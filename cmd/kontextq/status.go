@@ -58,7 +58,14 @@ exit codes: 0 every job archived, 1 some failed (each listed with its reason).`,
 			if !watch && !wait {
 				return printStatus(ctx, l, batch, info, cfg.Rate, time.Now(), out)
 			}
-			return watchBatch(ctx, l, batch, cfg.Rate, every, wait, out)
+			err = followBatch(ctx, l, batch, cfg.Rate, every, wait, out)
+			if errors.Is(err, errInterrupted) {
+				return &exitError{code: exitFailed, err: err}
+			}
+			if err != nil || !wait {
+				return err
+			}
+			return summarize(ctx, l, batch, out)
 		},
 	}
 	f := cmd.Flags()
@@ -182,10 +189,10 @@ func eta(c jobs.Counts, rate ratelimit.Rate) string {
 	if c.Queued == 0 {
 		return fmt.Sprintf("%d jobs at Kie or being archived; no more to submit", inFlight)
 	}
-	if rate.PerSecond() <= 0 {
+	d, ok := rate.Time(c.Queued)
+	if !ok {
 		return "unknown (no --rate)"
 	}
-	d := time.Duration(float64(c.Queued) / rate.PerSecond() * float64(time.Second))
 	return fmt.Sprintf("at least %s: %d queued at --rate %s, then their generation", humanDuration(d), c.Queued, rate)
 }
 
@@ -220,37 +227,38 @@ func (w *paceWindow) add(at time.Time, archived int64) (perMin float64, ok bool)
 	return float64(archived-first.archived) / d.Minutes(), true
 }
 
-// watchBatch shows the batch until ctx ends or, with wait, until it has finished; then, with wait,
-// it prints the outcome and returns run's exit status.
-func watchBatch(ctx context.Context, l *jobs.Ledger, batch string, rate ratelimit.Rate, every time.Duration, wait bool, out io.Writer) error {
+// errInterrupted ends followBatch when its context ends before the batch has finished.
+var errInterrupted = errors.New("interrupted before the batch finished")
+
+// followBatch shows the batch's progress, with its pace over the last minute and how long its
+// queued jobs take at rate, every interval. With untilDone it returns nil once the batch has
+// finished and errInterrupted if ctx ends first; without, it returns nil when ctx ends.
+func followBatch(ctx context.Context, l *jobs.Ledger, batch string, rate ratelimit.Rate, every time.Duration, untilDone bool, out io.Writer) error {
 	t := time.NewTicker(max(every, 100*time.Millisecond))
 	defer t.Stop()
 	view := newBatchView(out)
+	defer view.Close()
 	pace := paceWindow{span: time.Minute}
 	for {
 		c, err := l.Counts(ctx, batch)
 		if err != nil {
-			view.Close()
 			return err
 		}
 		extra := ""
 		if pm, ok := pace.add(time.Now(), c.Archived); ok {
 			extra = fmt.Sprintf("%.1f archived/min", pm)
 		}
-		if !c.Done() && c.Queued > 0 && rate.PerSecond() > 0 {
-			d := time.Duration(float64(c.Queued) / rate.PerSecond() * float64(time.Second))
+		if d, ok := rate.Time(c.Queued); ok && !c.Done() && c.Queued > 0 {
 			extra = strings.TrimPrefix(extra+" · eta ≥ "+humanDuration(d), " · ")
 		}
 		view.Show(c, extra)
-		if wait && c.Done() {
-			view.Close()
-			return summarize(ctx, l, batch, out)
+		if untilDone && c.Done() {
+			return nil
 		}
 		select {
 		case <-ctx.Done():
-			view.Close()
-			if wait {
-				return &exitError{code: exitFailed, err: errors.New("interrupted before the batch finished")}
+			if untilDone {
+				return errInterrupted
 			}
 			return nil
 		case <-t.C:

@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -104,30 +103,6 @@ func TestRedisUnreachable(t *testing.T) {
 	}
 	if strings.Contains(out, "hunter2") || strings.Contains(out, "pool.go") {
 		t.Errorf("output shows the password or go-redis's own log:\n%s", out)
-	}
-}
-
-func TestCheckArchiveWritable(t *testing.T) {
-	t.Parallel()
-	dir := filepath.Join(t.TempDir(), "archive")
-	store, err := archive.NewLocal(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := checkArchiveWritable(store); err != nil {
-		t.Fatalf("a writable archive: %v", err)
-	}
-	if left, _ := filepath.Glob(filepath.Join(dir, "*")); len(left) != 0 {
-		t.Errorf("the check left %v behind", left)
-	}
-	// The directory going away is a write failure any user can provoke, root included.
-	if err := os.Remove(dir); err != nil {
-		t.Fatal(err)
-	}
-	err = checkArchiveWritable(store)
-	var ee *exitError
-	if !errors.As(err, &ee) || ee.code != exitUsage || !strings.Contains(err.Error(), "--archive") || !errors.Is(err, syscall.ENOENT) {
-		t.Errorf("an archive that cannot be written: %v, want a usage error naming --archive", err)
 	}
 }
 

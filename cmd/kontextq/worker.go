@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
 
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/server"
 )
 
@@ -33,13 +34,13 @@ share the account's --rate through Redis. A worker checks at start that it can w
 			}
 			defer s.Close()
 			ctx, cfg, log, rdb := cmd.Context(), s.cfg, s.log, s.rdb
-			store, _, err := openWorkTargets(ctx, cfg, log)
+			store, kc, err := openWorkTargets(ctx, cfg, log)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
 			m := server.NewMetrics()
-			w, _, err := newWorker(ctx, cfg, rdb, log, store, withMetrics(m))
+			w, err := app.NewWorker(cfg, app.Deps{Redis: rdb, Store: store, Kie: kc, Logger: log, Observer: m})
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/worker"
@@ -53,7 +55,6 @@ func runKontextq(ctx context.Context, o Options, c Case) (f Figures, err error) 
 		}
 	}
 
-	account := "bench-" + ns
 	var workers []*worker.Worker
 	defer func() {
 		for _, w := range workers {
@@ -61,7 +62,7 @@ func runKontextq(ctx context.Context, o Options, c Case) (f Figures, err error) 
 		}
 	}()
 	for range c.Processes {
-		w, err := newWorker(o, c, sim, ns, account, dir)
+		w, err := newWorker(o, c, sim, ns, dir)
 		if err != nil {
 			return f, err
 		}
@@ -97,9 +98,10 @@ func runKontextq(ctx context.Context, o Options, c Case) (f Figures, err error) 
 	return f, nil
 }
 
-// newWorker builds one simulated worker process: its own Kie client, its own limiters on the
-// shared account, its own archive handle on the shared directory.
-func newWorker(o Options, c Case, sim *simServer, ns, account, dir string) (*worker.Worker, error) {
+// newWorker builds one simulated worker process through the composition root the binary uses:
+// its own Kie client, its own limiters on the shared account, its own archive handle on the
+// shared directory.
+func newWorker(o Options, c Case, sim *simServer, ns, dir string) (*worker.Worker, error) {
 	kc, err := sim.client()
 	if err != nil {
 		return nil, err
@@ -108,24 +110,20 @@ func newWorker(o Options, c Case, sim *simServer, ns, account, dir string) (*wor
 	if err != nil {
 		return nil, fmt.Errorf("bench: archive: %w", err)
 	}
-	mk := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
-		return ratelimit.New(o.Redis, ratelimit.Options{Name: name, Account: account, Prefix: ns + ":", Rate: r})
-	}
-	w, err := worker.New(worker.Options{
-		Redis: o.Redis, Kie: kc, Store: store, Namespace: ns,
-		SubmitLimiter:   mk("generate", ratelimit.Rate{Events: c.Told * o.Limit, Per: o.Window}),
-		PollLimiter:     mk("record-info", ratelimit.Rate{Events: kiePollEvents, Per: o.compress(kiePollPer)}),
-		TransferLimiter: mk("transfer", ratelimit.Rate{Events: 100, Per: time.Second}),
-		SubmitWorkers:   o.SubmitWorkers,
-		FirstPoll:       o.PollInterval,
-		PollInterval:    o.PollInterval,
-		SpoolDir:        dir,
-		Logger:          o.Logger,
-	})
+	cfg := config.Default()
+	cfg.KieAPIKey, cfg.KieBaseURL, cfg.KieUploadURL = simKey, sim.url, sim.url
+	cfg.Namespace = ns
+	cfg.Rate = ratelimit.Rate{Events: c.Told * o.Limit, Per: o.Window}
+	cfg.PollRate = ratelimit.Rate{Events: kiePollEvents, Per: o.compress(kiePollPer)}
+	cfg.TransferRate = ratelimit.Rate{Events: 100, Per: time.Second}
+	cfg.SubmitWorkers = o.SubmitWorkers
+	cfg.FirstPoll, cfg.PollInterval = o.PollInterval, o.PollInterval
+	w, err := app.NewWorker(cfg, app.Deps{Redis: o.Redis, Store: store, Kie: kc, Logger: o.Logger},
+		func(wo *worker.Options) { wo.SpoolDir = dir })
 	if err != nil {
 		return nil, fmt.Errorf("bench: worker: %w", err)
 	}
-	return w, nil
+	return w.Worker, nil
 }
 
 // watch waits until the batch is finished, driving the storm and logging progress.

@@ -17,9 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/internal/embedded"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie"
 	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 	"github.com/kontextq/kontextq/ratelimit"
@@ -93,9 +94,9 @@ func TestTimeIsWallClock(t *testing.T) {
 func TestLimiterScripts(t *testing.T) {
 	_, c := start(t)
 	ctx := context.Background()
-	mk := func() *ratelimit.Limiter {
-		return ratelimit.New(c, ratelimit.Options{Name: "generate", Account: "a", Prefix: "t:", Rate: ratelimit.Rate{Events: 2, Per: time.Second}})
-	}
+	cfg := config.Default()
+	cfg.KieAPIKey, cfg.Namespace, cfg.Rate = "a", "t", ratelimit.Rate{Events: 2, Per: time.Second}
+	mk := func() *ratelimit.Limiter { return app.NewLimiters(c, cfg).Submit }
 	one, two := mk(), mk() // two processes of one account
 	first, err := one.Allow(ctx)
 	if err != nil || !first.Allowed {
@@ -132,22 +133,16 @@ func TestPipeline(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	kc, err := kie.New(kie.Options{APIKey: sim.Key, BaseURL: sim.APIURL, UploadURL: sim.UploadURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	mk := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
-		return ratelimit.New(c, ratelimit.Options{Name: name, Account: "a", Prefix: "kq", Rate: r})
-	}
-	w, err := worker.New(worker.Options{
-		Redis: c, Kie: kc, Store: store, Namespace: "kq",
-		SubmitLimiter:   mk("generate", ratelimit.Rate{Events: 10, Per: time.Second}),
-		PollLimiter:     mk("record-info", ratelimit.Rate{Events: 40, Per: time.Second}),
-		TransferLimiter: mk("transfer", ratelimit.Rate{Events: 20, Per: time.Second}),
-		FirstPoll:       300 * time.Millisecond, PollInterval: 300 * time.Millisecond,
-		GenerationRetries: -1, SpoolDir: t.TempDir(),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	cfg := config.Default()
+	cfg.KieAPIKey, cfg.KieBaseURL, cfg.KieUploadURL = config.Secret(sim.Key), sim.APIURL, sim.UploadURL
+	cfg.Namespace = "kq"
+	cfg.Rate = ratelimit.Rate{Events: 10, Per: time.Second}
+	cfg.PollRate = ratelimit.Rate{Events: 40, Per: time.Second}
+	cfg.TransferRate = ratelimit.Rate{Events: 20, Per: time.Second}
+	cfg.FirstPoll, cfg.PollInterval = 300*time.Millisecond, 300*time.Millisecond
+	cfg.GenerationRetries = 0 // none
+	w, err := app.NewWorker(cfg, app.Deps{Redis: c, Store: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))},
+		func(o *worker.Options) { o.SpoolDir = t.TempDir() })
 	if err != nil {
 		t.Fatal(err)
 	}
