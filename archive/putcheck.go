@@ -1,5 +1,8 @@
 package archive
 
+// The checks Put makes while it streams an object in: the declared size and sha256 against what
+// arrives. (Checking a batch already in the archive is verify.go.)
+
 import (
 	"context"
 	"crypto/sha256"

@@ -108,7 +108,15 @@ type Config struct {
 
 	// ConfigFile is the YAML file the settings were read from, if any.
 	ConfigFile string
+
+	// given holds the settings Load found set (by a flag, the environment or the file).
+	given map[string]bool
 }
+
+// Given reports whether the setting named by its flag (such as "archive") was set by a flag, the
+// environment or the config file, rather than left at its default. It is false for a Config not
+// built by Load.
+func (c Config) Given(flag string) bool { return c.given[flag] }
 
 // Default returns the configuration used for every setting that nothing else sets.
 func Default() Config {

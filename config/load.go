@@ -106,10 +106,21 @@ func (v *flagValue) value() string {
 	return v.raw
 }
 
-// RegisterFlags adds a flag for every setting to fs. Each flag's help names its environment
-// variable and its default.
-func RegisterFlags(fs *pflag.FlagSet) {
-	for _, s := range settings {
+// RegisterFlags adds a flag to fs for each setting named (by its flag name), or for every
+// setting when none is named, so that a command lists only the settings it uses. Each flag's
+// help names its environment variable and its default. Settings without a flag can still be set
+// by the environment and the config file. It panics on a name that is no setting.
+func RegisterFlags(fs *pflag.FlagSet, names ...string) {
+	chosen := settings
+	if len(names) > 0 {
+		chosen = make([]*setting, len(names))
+		for i, n := range names {
+			if chosen[i] = settingFor(n); chosen[i] == nil {
+				panic(fmt.Sprintf("config: no setting %q", n))
+			}
+		}
+	}
+	for _, s := range chosen {
 		v := &flagValue{typ: s.typ, list: s.list, redact: s.redact}
 		f := fs.VarPF(v, s.Flag, "", s.Help+" (env "+s.Env+")")
 		f.DefValue = s.Default
@@ -195,6 +206,10 @@ func Load(fs *pflag.FlagSet, getenv func(string) string) (Config, error) {
 		}
 	}
 	problems = append(problems, c.validate(origins)...)
+	c.given = map[string]bool{}
+	for flag := range origins {
+		c.given[flag] = true
+	}
 	return c, errors.Join(problems...)
 }
 

@@ -166,7 +166,7 @@ func TestRunAndVerifyOnS3(t *testing.T) {
 	defer store.Close()
 	for _, j := range js {
 		ti, _ := v.sim.Task(j.TaskID)
-		sum, err := hashObject(context.Background(), store, archive.ImageKey("bucket", j.ID, "jpeg"))
+		sum, err := archive.HashObject(context.Background(), store, archive.ImageKey("bucket", j.ID, "jpeg"))
 		if j.State != jobs.Archived || err != nil || sum != ti.ImageSHA256 || !strings.HasPrefix(j.Location, "s3://images/kq/bucket/") {
 			t.Errorf("%s: state %s at %s, sha256 %s (%v), Kie's image %s", j.ID, j.State, j.Location, sum, err, ti.ImageSHA256)
 		}
@@ -174,4 +174,67 @@ func TestRunAndVerifyOnS3(t *testing.T) {
 	if code, out := v.verify(t, "bucket"); code != 0 || !strings.Contains(out, "3 images verified, 3 intact") {
 		t.Errorf("verify on S3 exited %d:\n%s", code, out)
 	}
+}
+
+// verify run from another directory checks the batch where it was archived: it neither reports
+// it missing nor repairs it into a new archive there; it counts each image once (an image lost
+// with its sidecar is one problem and one repair), refuses to repair into another archive, and
+// exits 1 while a problem is left.
+func TestVerifyFromAnotherDirectory(t *testing.T) {
+	v := newVerifyEnv(t, "archive") // relative: the run's ./archive
+	js := v.runBatch(t, "glasses", 3)
+	var env []string
+	for _, e := range v.env {
+		if !strings.HasPrefix(e, "KONTEXTQ_ARCHIVE=") {
+			env = append(env, e)
+		}
+	}
+	elsewhere := t.TempDir()
+	verify := func(args ...string) (int, string) {
+		t.Helper()
+		p := start(t, elsewhere, env, append([]string{"verify", "glasses"}, args...)...)
+		return p.wait(t, time.Minute), p.out.String()
+	}
+	noArchiveHere := func(names ...string) {
+		t.Helper()
+		for _, n := range names {
+			if _, err := os.Stat(filepath.Join(elsewhere, n)); err == nil {
+				t.Errorf("verify created %s in the directory it ran from", n)
+			}
+		}
+	}
+
+	if code, out := verify(); code != 0 || !strings.Contains(out, "3 images verified, 3 intact, 0 with problems") {
+		t.Errorf("verify from another directory exited %d:\n%s", code, out)
+	}
+	lost := js[0]
+	if err := os.Remove(lost.Location); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(strings.TrimSuffix(lost.Location, filepath.Ext(lost.Location)) + ".json"); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := verify(); code != 1 || !strings.Contains(out, "3 images verified, 2 intact, 1 with problems") {
+		t.Errorf("verify of a lost image and sidecar exited %d, want 1 and one image with problems:\n%s", code, out)
+	}
+	code, out := verify("--repair", "--archive", "copy")
+	if code != exitUsage || !strings.Contains(out, "--repair writes only into the batch's own archive") {
+		t.Errorf("verify --repair into another archive exited %d, want %d and a refusal:\n%s", code, exitUsage, out)
+	}
+	if code, out := verify("--repair"); code != 0 || !strings.Contains(out, "1 with problems, 1 repaired") || strings.Count(out, "repaired ") != 1 {
+		t.Errorf("verify --repair exited %d, want 0 with one image repaired once:\n%s", code, out)
+	}
+	ti, _ := v.sim.Task(lost.TaskID)
+	if got := sha256File(t, lost.Location); got != ti.ImageSHA256 {
+		t.Errorf("the repaired image in the batch's archive: sha256 %s, Kie's image %s", got, ti.ImageSHA256)
+	}
+	if j, err := v.ledger.Get(context.Background(), jobs.Ref{Batch: "glasses", ID: lost.ID}); err != nil {
+		t.Error(err)
+	} else if j.Location != lost.Location {
+		t.Errorf("the ledger's location after repair: %q, want %q", j.Location, lost.Location)
+	}
+	if code, out := verify(); code != 0 || !strings.Contains(out, "3 images verified, 3 intact") {
+		t.Errorf("verify after the repair exited %d:\n%s", code, out)
+	}
+	noArchiveHere("archive", "copy")
 }
