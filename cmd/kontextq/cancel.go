@@ -39,8 +39,8 @@ jobs again.`,
 
 // maxTaskRemovals bounds how many waiting submit tasks cancel removes. asynq keeps a queue's
 // pending tasks in a Redis list, so each removal scans the queue: removing every task of a large
-// batch takes time proportional to the batch times the queue (about 20 minutes for 200,000 jobs
-// in a queue of 400,000). Past the bound the tasks stay, and workers drop each one, without
+// batch takes time proportional to the batch times the queue (docs/benchmarks.md, Cancelling,
+// has the figure). Past the bound the tasks stay, and workers drop each one, without
 // calling Kie, when they find its job cancelled.
 const maxTaskRemovals = 1000
 
