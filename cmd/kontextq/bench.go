@@ -25,16 +25,18 @@ func newBenchCmd() *cobra.Command {
 
 func newBenchRateLimitCmd() *cobra.Command {
 	var (
-		o     bench.Options
-		cases string
-		out   string
+		o          bench.Options
+		cases, out string
+		rate       string
+		limit      int
+		window     time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "ratelimit",
 		Short: "Measure how much of a strict rate limit the real pipeline uses, against a naive client",
 		Long: `ratelimit runs the real pipeline (enqueuer, worker processes, shared limiter) on Redis against an
-in-process Kie simulator whose strict limit is compressed in time (--limit per --window, by default
-20 per 2 s instead of Kie's 20 per 10 s), then a naive client (fixed concurrency, sleep 10 s on a
+in-process Kie simulator whose strict limit is compressed in time (--rate, by default 20/2s: 20 per
+2 s instead of Kie's 20 per 10 s), then a naive client (fixed concurrency, sleep 10 s on a
 429, poll every 3 s; both compressed likewise) against the same limit, and prints for each case
 the utilisation of the true limit, 429s per 100 accepted submissions, and the time against the
 ideal. Cases: one (1 process told the true limit), four (4 processes), overtold (1 process told
@@ -42,7 +44,7 @@ ideal. Cases: one (1 process told the true limit), four (4 processes), overtold 
 namespace and deletes its keys afterwards. It exits 1 when kontextq misses a case's target.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd)
+			cfg, err := loadConfig(cmd, needRedis)
 			if err != nil {
 				return err
 			}
@@ -50,8 +52,18 @@ namespace and deletes its keys afterwards. It exits 1 when kontextq misses a cas
 			if err != nil {
 				return usageErr(fmt.Errorf("--cases: %w", err))
 			}
+			r, rerr := parseRateFlag("--rate", rate)
+			o.Limit, o.Window = r.Events, r.Per
+			f := cmd.Flags()
+			if f.Changed("limit") || f.Changed("window") { // the spellings of earlier releases
+				o.Limit, o.Window, rerr = limit, window, nil
+			}
+			var bad error
 			if o.Limit <= 0 || o.Window <= 0 || o.Jobs <= 0 || o.Storm <= 0 {
-				return usageErr(errors.New("--limit, --window, --jobs and --storm must be positive"))
+				bad = errors.New("--rate, --jobs and --storm must be positive")
+			}
+			if err := errors.Join(rerr, bad); err != nil {
+				return usageErr(err)
 			}
 			ctx := cmd.Context()
 			rdb, err := app.OpenRedis(ctx, cfg)
@@ -97,8 +109,12 @@ namespace and deletes its keys afterwards. It exits 1 when kontextq misses a cas
 		},
 	}
 	f := cmd.Flags()
-	f.DurationVar(&o.Window, "window", 2*time.Second, "the simulated account's strict window (Kie's is 10s; every other duration is compressed by the same factor)")
-	f.IntVar(&o.Limit, "limit", 20, "generate calls the simulated account accepts per --window")
+	f.StringVar(&rate, "rate", "20/2s", "generate calls the simulated account accepts per strict window, as N/DURATION "+
+		"(Kie's window is 10s; every other duration is compressed by the same factor)")
+	f.DurationVar(&window, "window", 2*time.Second, "the window of --rate")
+	f.IntVar(&limit, "limit", 20, "the calls of --rate")
+	_ = f.MarkDeprecated("window", "use --rate N/DURATION")
+	_ = f.MarkDeprecated("limit", "use --rate N/DURATION")
 	f.IntVar(&o.Jobs, "jobs", 300, "jobs per case")
 	f.StringVar(&cases, "cases", "all", "comma-separated cases to run: one, four, overtold, storm, or all")
 	f.StringVar(&out, "out", "", "also write the results as a markdown table to this file")

@@ -78,7 +78,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 	t.Logf("killed the worker at %+v", before)
 
 	metricsAddr := freeAddr(t)
-	w2 := start(t, dir, envv, "worker", "--metrics-listen", metricsAddr)
+	w2 := start(t, dir, envv, "worker", "--listen", metricsAddr)
 	within(t, 3*time.Minute, "the batch to finish after the restart", func() bool {
 		c, _ := ledger.Counts(ctx, "boats")
 		return c.Done()

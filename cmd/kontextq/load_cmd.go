@@ -128,7 +128,11 @@ new, what they would cost at the prices given with --price (Kie does not publish
 assumed), and how long they take at the configured --rate.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(cmd)
+			var needs []need
+			if !dryRun { // a dry run checks against the ledger only when there is one
+				needs = append(needs, needRedis)
+			}
+			cfg, err := loadConfig(cmd, needs...)
 			if err != nil {
 				return err
 			}

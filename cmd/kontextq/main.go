@@ -8,9 +8,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/internal/app"
@@ -90,7 +92,11 @@ Settings come from flags, then environment variables, then an optional YAML file
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// Every setting is accepted by every command, hidden, so that scripts placing one before the
+	// command or passing one a command does not use keep working; each command lists as its own
+	// flags only the settings it uses (commandSettings).
 	config.RegisterFlags(root.PersistentFlags())
+	root.PersistentFlags().VisitAll(func(f *pflag.Flag) { f.Hidden = true })
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr(fmt.Errorf("%w (see %s --help)", err, c.CommandPath()))
 	})
@@ -98,8 +104,58 @@ Settings come from flags, then environment variables, then an optional YAML file
 	root.AddCommand(newRunCmd(), newWorkerCmd(), newSimCmd(), newConfigCmd(), newBenchCmd())
 	root.AddCommand(newLoadCmd(), newStatusCmd(), newExportCmd(), newRetryCmd(), newCancelCmd())
 	root.AddCommand(newServeCmd(), newDemoCmd(), newVerifyCmd())
+	registerSettings(root)
 	explainArgs(root)
 	return root
+}
+
+// The settings commands share, by what they are for.
+var (
+	logSettings   = []string{"log-level", "log-format", "config"}
+	redisSettings = []string{"redis-url", "namespace"}
+	kieSettings   = []string{"kie-api-key", "kie-base-url", "kie-upload-url"}
+	rateSettings  = []string{"rate", "poll-rate", "transfer-rate"}
+	workSettings  = []string{"archive", "submit-workers", "poll-workers", "archive-workers", "generation-retries",
+		"poll-interval", "first-poll", "poll-timeout", "retention", "expiry-margin", "result-ttl", "archive-origin", "public-url"}
+	serveSettings = []string{"listen", "public-url", "webhook-hmac-key", "api-token"}
+)
+
+// commandSettings are the settings each command uses (by its path below the root), listed in its
+// help as its flags. The environment and the config file set any setting for any command.
+var commandSettings = map[string][][]string{
+	"run":             {logSettings, redisSettings, kieSettings, rateSettings, workSettings, serveSettings},
+	"worker":          {logSettings, redisSettings, kieSettings, rateSettings, workSettings},
+	"serve":           {logSettings, redisSettings, kieSettings, rateSettings, serveSettings, {"retention"}},
+	"load":            {logSettings, redisSettings, {"rate", "retention", "generation-retries", "price"}},
+	"status":          {logSettings, redisSettings, {"rate"}},
+	"export":          {logSettings, redisSettings, {"retention"}},
+	"retry":           {logSettings, redisSettings, {"retention"}},
+	"cancel":          {logSettings, redisSettings, {"retention"}},
+	"verify":          {logSettings, redisSettings, kieSettings, {"archive", "transfer-rate", "retention"}},
+	"demo":            {logSettings, {"archive", "listen", "rate"}},
+	"bench ratelimit": {logSettings, redisSettings, {"submit-workers"}},
+	"config":          nil, // every setting
+}
+
+// registerSettings gives each command below c the settings commandSettings lists for it.
+func registerSettings(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		path := strings.TrimPrefix(sub.CommandPath(), sub.Root().Name()+" ")
+		if groups, ok := commandSettings[path]; ok {
+			var names []string
+			seen := map[string]bool{}
+			for _, g := range groups {
+				for _, n := range g {
+					if !seen[n] {
+						seen[n] = true
+						names = append(names, n)
+					}
+				}
+			}
+			config.RegisterFlags(sub.Flags(), names...)
+		}
+		registerSettings(sub)
+	}
 }
 
 // explainArgs makes every command's argument check say what the command takes: cobra's own

@@ -27,19 +27,16 @@ and quirks included. Point kontextq at it with KIE_BASE_URL and KIE_UPLOAD_URL s
 KIE_API_KEY set to its key (default sim-key).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rl, err := parseRateFlag("--limit", limit)
-			if err != nil {
-				return err
-			}
-			pl, err := parseRateFlag("--poll-limit", pollLimit)
-			if err != nil {
-				return err
+			rl, rerr := parseRateFlag("--rate", limit)
+			pl, perr := parseRateFlag("--poll-rate", pollLimit)
+			if err := errors.Join(rerr, perr); err != nil {
+				return usageErr(err)
 			}
 			o.GenerateLimit, o.GenerateWindow = rl.Events, rl.Per
 			o.RecordInfoLimit, o.RecordInfoWindow = pl.Events, pl.Per
 			ln, err := net.Listen("tcp", addr)
 			if err != nil {
-				return usageErr(fmt.Errorf("--addr %s: %w", addr, err))
+				return usageErr(fmt.Errorf("--listen %s: %w", addr, err))
 			}
 			if o.PublicURL == "" {
 				o.PublicURL = "http://" + ln.Addr().String()
@@ -60,11 +57,18 @@ KIE_API_KEY set to its key (default sim-key).`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&addr, "addr", "127.0.0.1:8089", "address to listen on")
+	f.StringVar(&addr, "listen", "127.0.0.1:8089", "host:port to listen on")
 	f.StringVar(&o.Key, "key", "sim-key", "the API key the simulator accepts")
-	f.StringVar(&o.PublicURL, "public-url", "", "base URL of the simulator as clients reach it (default http://ADDR)")
-	f.StringVar(&limit, "limit", "20/10s", "generate calls accepted per sliding window")
-	f.StringVar(&pollLimit, "poll-limit", "10/1s", "record-info calls accepted per sliding window")
+	f.StringVar(&o.PublicURL, "public-url", "", "base URL of the simulator as clients reach it (default http:// and the --listen address)")
+	f.StringVar(&limit, "rate", "20/10s", "generate calls accepted per sliding window, as N/DURATION")
+	f.StringVar(&pollLimit, "poll-rate", "10/1s", "record-info calls accepted per sliding window, as N/DURATION")
+	// The spellings of earlier releases, which scripts may use.
+	f.StringVar(&addr, "addr", "127.0.0.1:8089", "the same as --listen")
+	f.StringVar(&limit, "limit", "20/10s", "the same as --rate")
+	f.StringVar(&pollLimit, "poll-limit", "10/1s", "the same as --poll-rate")
+	_ = f.MarkDeprecated("addr", "use --listen")
+	_ = f.MarkDeprecated("limit", "use --rate")
+	_ = f.MarkDeprecated("poll-limit", "use --poll-rate")
 	f.DurationVar(&o.GenTimeMedian, "gen-time", 8*time.Second, "median generation time (lognormal)")
 	f.Float64Var(&o.GenerationFailureRate, "generation-failure-rate", 0, "fraction of tasks whose generation fails (successFlag 3)")
 	f.Float64Var(&o.TransientErrorRate, "transient-error-rate", 0, "fraction of API calls answering code 500")
@@ -75,10 +79,11 @@ KIE_API_KEY set to its key (default sim-key).`,
 	return cmd
 }
 
+// parseRateFlag reads the N/DURATION value of flag.
 func parseRateFlag(flag, v string) (ratelimit.Rate, error) {
 	r, err := ratelimit.ParseRate(v)
 	if err != nil {
-		return r, usageErr(fmt.Errorf("%s: %v", flag, err))
+		return r, fmt.Errorf("%s: %v", flag, err)
 	}
 	return r, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -170,5 +171,74 @@ func TestWrongKieKey(t *testing.T) {
 	}
 	if n := sim.Stats().Requests[kiesim.EndpointGenerate]; n != 0 {
 		t.Errorf("%d generate calls with a wrong key, want 0", n)
+	}
+}
+
+// Each command's help lists the settings it uses and no others, in one spelling.
+func TestHelpListsTheSettingsACommandUses(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		args      []string
+		want, not []string
+	}{
+		{[]string{"status", "--help"}, []string{"--redis-url", "--namespace", "--rate "}, []string{"--submit-workers", "--archive-workers", "--kie-api-key", "--listen"}},
+		{[]string{"worker", "--help"}, []string{"--submit-workers", "--kie-api-key", "--listen "}, []string{"--metrics-listen", "--api-token", "--price"}},
+		{[]string{"sim", "--help"}, []string{"--listen ", "--rate ", "--poll-rate "}, []string{"--addr", "--limit", "--poll-limit", "--kie-api-key", "--redis-url"}},
+		{[]string{"bench", "ratelimit", "--help"}, []string{"--rate ", "--redis-url"}, []string{"--window", "--limit", "--kie-api-key"}},
+		{[]string{"export", "--help"}, []string{"--redis-url", "--retention"}, []string{"--rate", "--archive "}},
+		{[]string{"config", "--help"}, []string{"--kie-api-key", "--submit-workers", "--api-token", "--price"}, nil},
+	}
+	for _, tc := range cases {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, out := kq(t, t.TempDir(), nil, tc.args...)
+			if code != 0 {
+				t.Fatalf("exit %d:\n%s", code, out)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("help lacks %s:\n%s", w, out)
+				}
+			}
+			for _, n := range tc.not {
+				if strings.Contains(out, n) {
+					t.Errorf("help lists %s, which the command does not use:\n%s", n, out)
+				}
+			}
+		})
+	}
+}
+
+// Spellings of earlier releases keep working, with a note naming the new one; a setting given
+// before the command still counts.
+func TestOldSpellingsStillWork(t *testing.T) {
+	t.Parallel()
+	code, out := kq(t, t.TempDir(), nil, "--rate", "5/1s", "config")
+	if code != 0 || !slices.ContainsFunc(strings.Split(out, "\n"), func(l string) bool {
+		return strings.HasPrefix(l, "rate ") && strings.HasSuffix(l, "= 5/1s")
+	}) {
+		t.Errorf("a setting before the command: exit %d:\n%s", code, out)
+	}
+	sim := start(t, t.TempDir(), nil, "sim", "--addr", "127.0.0.1:0", "--limit", "5/1s")
+	within(t, time.Minute, "the simulator to start", func() bool { return strings.Contains(sim.out.String(), "Kie simulator on http://127.0.0.1:") })
+	for _, w := range []string{"--addr has been deprecated, use --listen", "--limit has been deprecated, use --rate"} {
+		if !strings.Contains(sim.out.String(), w) {
+			t.Errorf("sim output lacks %q:\n%s", w, sim.out.String())
+		}
+	}
+	_ = sim.cmd.Process.Signal(syscall.SIGTERM)
+	sim.wait(t, 30*time.Second)
+}
+
+// Every configuration problem is reported in one run, each naming its setting.
+func TestEveryConfigurationProblemAtOnce(t *testing.T) {
+	t.Parallel()
+	code, out := kq(t, t.TempDir(), []string{"KONTEXTQ_RATE=20", "KONTEXTQ_SUBMIT_WORKERS=0"}, "worker")
+	if code != exitUsage {
+		t.Errorf("exit %d, want %d", code, exitUsage)
+	}
+	for _, w := range []string{`KONTEXTQ_RATE: "20" is not a rate`, "KONTEXTQ_SUBMIT_WORKERS: 0 is too few", "no Kie.ai API key", "REDIS_URL (--redis-url) is not set"} {
+		if !strings.Contains(out, w) {
+			t.Errorf("output lacks %q:\n%s", w, out)
+		}
 	}
 }

@@ -48,7 +48,7 @@ share the account's --rate through Redis. A worker checks at start that it can w
 			if metricsAddr != "" {
 				stop, err := serveWorkerMetrics(ctx, metricsAddr, m, log)
 				if err != nil {
-					return usageErr(fmt.Errorf("--metrics-listen %s: %w", metricsAddr, err))
+					return usageErr(fmt.Errorf("--listen %s: %w", metricsAddr, err))
 				}
 				defer stop()
 			}
@@ -58,7 +58,11 @@ share the account's --rate through Redis. A worker checks at start that it can w
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&metricsAddr, "metrics-listen", "", "serve this process's Prometheus metrics (submissions, 429s, archive bytes) at http://ADDR/metrics; off when empty")
+	f := cmd.Flags()
+	f.StringVar(&metricsAddr, "listen", "", "serve this process's Prometheus metrics (submissions, 429s, archive bytes) at http://ADDR/metrics; "+
+		"off when empty, and only this flag turns it on (KONTEXTQ_LISTEN, which serve shares, does not)")
+	f.StringVar(&metricsAddr, "metrics-listen", "", "the same as --listen")
+	_ = f.MarkDeprecated("metrics-listen", "use --listen")
 	return cmd
 }
 
