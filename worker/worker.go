@@ -151,6 +151,7 @@ type Worker struct {
 	tasks   *jobs.Tasks
 	pause   *pause
 	storm   atomic.Int32 // server errors from Kie's API in a row (see refused)
+	redis   *redisProbe
 	submits sync.WaitGroup // generate calls in flight; they outlive a shutdown so their task id is recorded
 }
 
@@ -167,6 +168,7 @@ func New(o Options) (*Worker, error) {
 		client: asynq.NewClientFromRedisClient(o.Redis),
 		tasks:  jobs.NewTasks(o.Redis, jobs.TasksOptions{Namespace: o.Namespace, Now: o.Now}),
 		pause:  &pause{rdb: o.Redis, key: o.Namespace + ":pause", now: o.Now},
+		redis:  &redisProbe{rdb: o.Redis, log: o.Logger},
 	}
 	return w, nil
 }
@@ -184,7 +186,7 @@ func (w *Worker) Handler() asynq.Handler {
 	mux.HandleFunc(jobs.TypePoll, w.handlePoll)
 	mux.HandleFunc(jobs.TypeArchive, w.handleArchive)
 	mux.HandleFunc(jobs.TypeSweep, w.handleSweep)
-	return mux
+	return w.waitOutRedis(mux)
 }
 
 // Run processes tasks until ctx is cancelled, then shuts down gracefully: running handlers get
