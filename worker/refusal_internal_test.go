@@ -12,6 +12,8 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/kie"
 )
 
@@ -123,5 +125,75 @@ func TestClassify(t *testing.T) {
 		if d.Action != c.action || d.Delay != c.delay || isFailure(c.err) != c.failure {
 			t.Errorf("%s: %+v, failure %t; want %s after %s, failure %t", c.name, d, isFailure(c.err), c.action, c.delay, c.failure)
 		}
+	}
+}
+
+// fakeLimiter counts the 429s reported to it.
+type fakeLimiter struct {
+	name      string
+	throttled []time.Duration
+}
+
+func (f *fakeLimiter) WaitAtMost(context.Context, time.Duration) (bool, time.Duration, error) {
+	return true, 0, nil
+}
+
+func (f *fakeLimiter) Throttled(_ context.Context, retryAfter time.Duration) error {
+	f.throttled = append(f.throttled, retryAfter)
+	return nil
+}
+
+type endpointsSeen struct {
+	nopObserver
+	rateLimited []string
+}
+
+func (o *endpointsSeen) RateLimited(ep string) { o.rateLimited = append(o.rateLimited, ep) }
+
+// A 429 from any endpoint, in either form, slows down the limiter whose budget the call spent,
+// and is counted under its endpoint; it never counts against the task.
+func TestEvery429ReachesItsLimiter(t *testing.T) {
+	env := redistest.New(t)
+	kc, err := kie.New(kie.Options{APIKey: "k", BaseURL: "http://127.0.0.1:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := archive.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit, poll, transfer := &fakeLimiter{name: "submit"}, &fakeLimiter{name: "poll"}, &fakeLimiter{name: "transfer"}
+	obs := &endpointsSeen{}
+	w, err := New(Options{Redis: env.Client, Kie: kc, Store: store, Namespace: env.Prefix + "ns",
+		SubmitLimiter: submit, PollLimiter: poll, TransferLimiter: transfer, Observer: obs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx := context.Background()
+	for _, c := range []struct {
+		ep   Endpoint
+		want *fakeLimiter
+	}{
+		{EndpointGenerate, submit}, {EndpointRecordInfo, poll}, {EndpointUpload, transfer},
+		{EndpointDownload, transfer}, {EndpointDownloadURL, transfer},
+	} {
+		for _, refusal := range []*kie.Error{{HTTPStatus: 429, Code: 429, RetryAfter: 3 * time.Second}, {HTTPStatus: 200, Code: 429, RetryAfter: 3 * time.Second}} {
+			before := len(c.want.throttled)
+			_, err := w.refused(ctx, c.ep, fmt.Errorf("call: %w", refusal), false)
+			var rl *RateLimitedError
+			if !errors.As(err, &rl) || rl.RetryAfter != 3*time.Second || isFailure(err) {
+				t.Errorf("%s: %v, want a RateLimitedError of 3s that is no failure", c.ep, err)
+			}
+			if len(c.want.throttled) != before+1 || c.want.throttled[before] != 3*time.Second {
+				t.Errorf("%s: the %s limiter heard %v, want one 429 with Retry-After 3s", c.ep, c.want.name, c.want.throttled[before:])
+			}
+			if n := len(obs.rateLimited); n == 0 || obs.rateLimited[n-1] != string(c.ep) {
+				t.Errorf("%s: observer saw %v", c.ep, obs.rateLimited)
+			}
+		}
+	}
+	if n := len(submit.throttled) + len(poll.throttled) + len(transfer.throttled); n != 10 {
+		t.Errorf("%d 429s reported to limiters, want 10", n)
 	}
 }
