@@ -133,7 +133,7 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 
 	fmt.Fprintf(out, "kontextq demo: a Kie.ai simulator and an in-memory Redis in this process; nothing is paid.\n")
 	chosen := cmd.Flags().Changed("listen") || os.Getenv("KONTEXTQ_LISTEN") != ""
-	dashboard, stopServer, err := startDemoServer(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Metrics: metrics, Log: log}, chosen)
+	dashboard, stopServer, err := startDemoServer(ctx, cfg, app.ServeDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Metrics: metrics, Logger: log}, chosen)
 	if err != nil {
 		return err
 	}
@@ -206,15 +206,15 @@ func writeDemoFiles(archiveLoc string) (string, error) {
 // startDemoServer serves the dashboard, metrics and API on cfg.Listen, on loopback only since the
 // demo serves them without a token. When the address was not chosen and is taken (another
 // program on 8080), a free port is used instead. It returns the dashboard's URL.
-func startDemoServer(ctx context.Context, cfg config.Config, d serveDeps, chosen bool) (string, func(), error) {
+func startDemoServer(ctx context.Context, cfg config.Config, d app.ServeDeps, chosen bool) (string, func(), error) {
 	if !server.IsLoopback(cfg.Listen) {
 		return "", nil, usageErr(fmt.Errorf("--listen %s: the demo serves its dashboard without a token, so only on a loopback address (e.g. 127.0.0.1:8080)", cfg.Listen))
 	}
-	d.Flags = serveFlags{insecureNoToken: true, readOnly: true}
-	addr, stop, err := startServer(ctx, cfg, d)
+	d.InsecureNoToken, d.ReadOnly = true, true
+	addr, stop, err := app.StartServer(ctx, cfg, d)
 	if err != nil && !chosen {
 		cfg.Listen = "127.0.0.1:0"
-		addr, stop, err = startServer(ctx, cfg, d)
+		addr, stop, err = app.StartServer(ctx, cfg, d)
 	}
 	if err != nil {
 		return "", nil, err

@@ -74,7 +74,7 @@ waits for its batch it also works jobs other loads queued there.`,
 			}
 			defer w.Close()
 			if !noServe {
-				if stopServe := serveDuringRun(ctx, cfg, serveDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Credits: kc, Metrics: m, Log: log}, cmd.OutOrStdout()); stopServe != nil {
+				if stopServe := serveDuringRun(ctx, cfg, app.ServeDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Credits: kc, Metrics: m, Logger: log}, cmd.OutOrStdout()); stopServe != nil {
 					defer stopServe()
 				}
 			}
@@ -113,17 +113,17 @@ waits for its batch it also works jobs other loads queued there.`,
 // serveDuringRun starts the HTTP server beside a run when it can do so safely: on a loopback
 // address a token is optional (only local users reach it); elsewhere it needs KONTEXTQ_API_TOKEN.
 // A busy port or a missing token is reported and the batch goes on without it.
-func serveDuringRun(ctx context.Context, cfg config.Config, d serveDeps, out io.Writer) (stop func()) {
+func serveDuringRun(ctx context.Context, cfg config.Config, d app.ServeDeps, out io.Writer) (stop func()) {
 	if cfg.APIToken == "" {
 		if !server.IsLoopback(cfg.Listen) {
-			d.Log.Warn("not serving the dashboard: --listen is not a loopback address and KONTEXTQ_API_TOKEN is not set", "listen", cfg.Listen)
+			d.Logger.Warn("not serving the dashboard: --listen is not a loopback address and KONTEXTQ_API_TOKEN is not set", "listen", cfg.Listen)
 			return nil
 		}
-		d.Flags.insecureNoToken = true
+		d.InsecureNoToken = true
 	}
-	addr, stop, err := startServer(ctx, cfg, d)
+	addr, stop, err := app.StartServer(ctx, cfg, d)
 	if err != nil {
-		d.Log.Warn("not serving the dashboard (use --listen to choose another address, --no-serve to silence this)", "err", err)
+		d.Logger.Warn("not serving the dashboard (use --listen to choose another address, --no-serve to silence this)", "err", err)
 		return nil
 	}
 	fmt.Fprintf(out, "dashboard: http://%s/monitoring/  metrics: http://%s/metrics\n", addr, addr)
