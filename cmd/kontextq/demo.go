@@ -41,8 +41,9 @@ func newDemoCmd() *cobra.Command {
 this process, runs a bundled sample batch (generations in several ratios, formats and models, and
 edits of a bundled picture), serves the dashboard on --listen while it works, and archives every
 image to --archive (default ` + demoArchive + `) as a real run would. It takes well under a
-minute. Nothing reaches Kie.ai and nothing is paid: the images are the simulator's test patterns,
-and REDIS_URL and the KIE_ settings are ignored.`,
+minute. Nothing reaches Kie.ai and nothing is paid: generated images are the simulator's test
+patterns, edits are the bundled picture cropped, posterised, tinted and marked, and REDIS_URL and
+the KIE_ settings are ignored.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runDemo(cmd, keepServing)

@@ -76,6 +76,8 @@ KIE_API_KEY set to its key (default sim-key).`,
 	f.BoolVar(&o.Quirks, "quirks", false, "vary record-info payloads as Kie does (time formats, null strings)")
 	f.DurationVar(&o.ResultTTL, "result-ttl", 14*24*time.Hour, "how long result images stay downloadable")
 	f.Int64Var(&o.Seed, "seed", 1, "seed of every random choice")
+	f.BoolVar(&o.RemoteFetch, "remote-fetch", true, "fetch inputImage and URL-upload links on any host, as Kie does (false: only loopback and the simulator's own files; others fail as unreachable)")
+	f.DurationVar(&o.FetchTimeout, "fetch-timeout", 30*time.Second, "how long one fetch of an input image or URL upload may take")
 	return cmd
 }
 

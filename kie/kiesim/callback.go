@@ -106,6 +106,7 @@ type callbackBody struct {
 // next retry on failure.
 func (s *Sim) deliver(d *delivery) {
 	t := d.task
+	s.waitInput(t) // an edit's outcome is known once its input has been read
 	s.mu.Lock()
 	var cb callbackBody
 	cb.Data.TaskID = t.id

@@ -6,7 +6,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"image"
 	"math"
 	"mime"
 	"net/http"
@@ -169,15 +168,15 @@ func (s *Sim) generate(r *http.Request, body []byte) answer {
 		return fail(code, msg)
 	}
 	ratio := aspectRatios["16:9"]
+	var in editInput
 	if g.isEdit() {
-		// Kie keeps an edit's own ratio when none is asked for; undecodable input falls back to 1:1.
+		// An edit keeps its input's ratio when none is asked for; the input is read after the
+		// answer (see input.go), so the size is settled then.
 		ratio = [2]int{1, 1}
-		own, found, iw, ih := s.ownImageLocked(*g.InputImage, base, now)
+		var own, found bool
+		in, own, found = s.inputLocked(*g.InputImage, base, now)
 		if own && !found {
 			return fail(422, "inputImage could not be fetched")
-		}
-		if iw > 0 && ih > 0 {
-			ratio = [2]int{iw, ih}
 		}
 	}
 	if g.AspectRatio != nil {
@@ -196,6 +195,15 @@ func (s *Sim) generate(r *http.Request, body []byte) answer {
 	}
 
 	t := s.createTaskLocked(g, body, base, now, w, h, price)
+	if g.isEdit() {
+		t.inputPending, t.inputDone = true, make(chan struct{})
+		if s.closed {
+			s.settleInputLocked(t, nil, w, h, errClosed)
+		} else {
+			s.wg.Add(1)
+			go s.readInput(t, in)
+		}
+	}
 	s.genWin.add(now)
 	s.counters.MaxInWindow = max(s.counters.MaxInWindow, inWindow+1)
 	return success(map[string]any{"taskId": t.id})
@@ -228,6 +236,7 @@ func (s *Sim) createTaskLocked(g genRequest, body []byte, base string, now time.
 		format:         g.format(),
 		width:          w,
 		height:         h,
+		maxSide:        s.o.ImageMaxSide,
 		price:          price,
 		created:        now,
 		completeAt:     now.Add(genTime),
@@ -280,24 +289,6 @@ func lognormal(median time.Duration, sigma, z float64) time.Duration {
 	}
 	d := time.Duration(float64(median) * math.Exp(sigma*z))
 	return min(max(d, median/10), median*20)
-}
-
-// ownImageLocked reports whether raw points at the simulator's own files (same host as base,
-// under /files/), whether that file exists and is still served at now, and its size in pixels
-// when it is a decodable image.
-func (s *Sim) ownImageLocked(raw, base string, now time.Time) (own, found bool, w, h int) {
-	f, own := s.lookupLocked(raw, base, now)
-	if f == nil {
-		return own, false, 0, 0
-	}
-	if f.task != nil {
-		return true, true, f.task.width, f.task.height
-	}
-	cfg, _, err := image.DecodeConfig(bytes.NewReader(f.upload.data))
-	if err != nil {
-		return true, true, 0, 0
-	}
-	return true, true, cfg.Width, cfg.Height
 }
 
 // kieRequest is the shape a caller knows, for TaskInfo.

@@ -109,6 +109,14 @@ type Options struct {
 	// CallbackTimeout is how long one delivery waits for the answer. Default 15s.
 	CallbackTimeout time.Duration
 
+	// RemoteFetch lets the simulator fetch inputImage and file-url-upload URLs on hosts other
+	// than loopback, as Kie fetches any public URL. Off (the default) such a URL fails as
+	// unreachable, so a test never touches the network; "kontextq sim" turns it on.
+	RemoteFetch bool
+	// FetchTimeout bounds one fetch of an input image or a URL upload. Default 30s, Kie's
+	// documented timeout for URL uploads.
+	FetchTimeout time.Duration
+
 	// ImageMaxSide is the long side of generated images in pixels. Default 128.
 	ImageMaxSide int
 
@@ -159,6 +167,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.CallbackTimeout <= 0 {
 		o.CallbackTimeout = 15 * time.Second
+	}
+	if o.FetchTimeout <= 0 {
+		o.FetchTimeout = defaultFetchTimeout
 	}
 	if o.ImageMaxSide <= 0 {
 		o.ImageMaxSide = 128

@@ -70,7 +70,8 @@ type Sim struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
-	client  *http.Client // callbacks and url uploads
+	client  *http.Client  // callbacks, url uploads and edit inputs
+	fetches chan struct{} // one slot per edit input being read
 }
 
 // New returns a simulator configured by o (see Options for defaults).
@@ -90,6 +91,7 @@ func New(o Options) *Sim {
 		ctx:      ctx,
 		cancel:   cancel,
 		client:   &http.Client{},
+		fetches:  make(chan struct{}, maxInputFetches),
 	}
 }
 

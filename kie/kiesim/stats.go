@@ -36,6 +36,11 @@ type Stats struct {
 	DownloadErrors     int
 	Uploads            int // files stored by the upload endpoints
 
+	// InputsRead counts edits whose input image was read; InputsFailed those whose input could
+	// not be fetched or was not an image (each ended with successFlag 2, errorCode 400).
+	InputsRead   int
+	InputsFailed int
+
 	CallbacksSent      int // delivery attempts, duplicates included
 	CallbacksDelivered int // attempts answered with HTTP 200
 }

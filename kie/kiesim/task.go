@@ -18,6 +18,7 @@ type task struct {
 	format     string
 	width      int
 	height     int
+	maxSide    int // Options.ImageMaxSide when created
 	price      float64
 	created    time.Time
 	completeAt time.Time
@@ -32,6 +33,12 @@ type task struct {
 	cbSent         int
 	cbDelivered    int
 
+	// An edit waits for its input (inputDone is closed when it has been read); its image is
+	// rendered then and kept in edited.
+	inputPending bool
+	inputDone    chan struct{}
+	edited       []byte
+
 	polls  int
 	served int
 	sum    string // hex sha256 of the image bytes, once computed
@@ -39,7 +46,7 @@ type task struct {
 }
 
 func (t *task) flagAt(now time.Time) int {
-	if now.Before(t.completeAt) {
+	if t.inputPending || now.Before(t.completeAt) {
 		return 0
 	}
 	return t.flag
@@ -92,7 +99,8 @@ type TaskInfo struct {
 	CallbacksDelivered int
 }
 
-// Task returns what the simulator knows about taskID.
+// Task returns what the simulator knows about taskID. For an edit it first waits until the
+// input image has been read (at most Options.FetchTimeout), so the outcome it reports is final.
 func (s *Sim) Task(taskID string) (TaskInfo, bool) {
 	s.mu.Lock()
 	t, found := s.tasks[taskID]
@@ -103,7 +111,7 @@ func (s *Sim) Task(taskID string) (TaskInfo, bool) {
 	return s.info(t, true), true
 }
 
-// Tasks returns every task in creation order. To stay cheap with many tasks it renders no
+// Tasks returns every task in creation order, once every edit's input has been read. To stay cheap with many tasks it renders no
 // images: ImageSHA256 is set only for tasks whose image was served or looked up with Task.
 func (s *Sim) Tasks() []TaskInfo {
 	s.mu.Lock()
@@ -117,6 +125,7 @@ func (s *Sim) Tasks() []TaskInfo {
 }
 
 func (s *Sim) info(t *task, render bool) TaskInfo {
+	s.waitInput(t)
 	if render && t.flag == 1 {
 		s.imageOf(t) // fills sum and size
 	}
@@ -155,10 +164,14 @@ func (s *Sim) info(t *task, render bool) TaskInfo {
 	return ti
 }
 
-// imageOf renders t's image. Rendering is deterministic, so the bytes are not kept: the
-// simulator can hold many thousands of tasks without holding their images.
+// imageOf renders t's image. Rendering a generation is deterministic, so its bytes are not kept:
+// the simulator can hold many thousands of tasks without holding their images. An edit's image
+// was rendered from its input when that was read.
 func (s *Sim) imageOf(t *task) []byte {
-	b := renderImage(t.id, t.width, t.height, t.format)
+	b := t.edited
+	if b == nil {
+		b = renderImage(t.id, t.width, t.height, t.format)
+	}
 	s.mu.Lock()
 	if t.sum == "" {
 		sum := sha256.Sum256(b)

@@ -9,7 +9,6 @@ import (
 	"io"
 	"mime"
 	"mime/multipart"
-	"net"
 	"net/http"
 	"net/url"
 	"path"
@@ -25,9 +24,6 @@ type upload struct {
 	mime     string
 	at       time.Time
 }
-
-// urlUploadTimeout is how long the URL upload waits for the remote file, as Kie documents.
-const urlUploadTimeout = 30 * time.Second
 
 // streamUpload is POST /api/file-stream-upload (multipart: file, uploadPath, fileName).
 func (s *Sim) streamUpload(r *http.Request, body []byte) answer {
@@ -91,8 +87,8 @@ func (s *Sim) base64Upload(r *http.Request, body []byte) answer {
 	return s.store(r, req.UploadPath, req.FileName, data)
 }
 
-// urlUpload is POST /api/file-url-upload. The simulator fetches only its own files and
-// loopback URLs: it must never reach out to the internet on a test's behalf.
+// urlUpload is POST /api/file-url-upload. The simulator fetches its own files, loopback URLs,
+// and other hosts only with Options.RemoteFetch: a test never reaches out to the network.
 func (s *Sim) urlUpload(r *http.Request, body []byte) answer {
 	if !isJSON(r) {
 		return fail(400, "Content-Type must be application/json")
@@ -137,30 +133,7 @@ func (s *Sim) fetch(ctx context.Context, raw, base string) ([]byte, error) {
 			return s.imageOf(f.task), nil
 		}
 	}
-	u, _ := url.Parse(raw)
-	if ip := net.ParseIP(u.Hostname()); u.Hostname() != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		return nil, fmt.Errorf("host is not reachable from the simulator")
-	}
-	ctx, cancel := context.WithTimeout(ctx, urlUploadTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, raw, nil)
-	if err != nil {
-		return nil, fmt.Errorf("building request: %w", err)
-	}
-	req.Header.Set("User-Agent", "kiesim-fetch/1")
-	resp, err := s.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetching: %w", err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("HTTP %d", resp.StatusCode)
-	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, maxUploadBody))
-	if err != nil {
-		return nil, fmt.Errorf("reading: %w", err)
-	}
-	return data, nil
+	return s.fetchRemote(ctx, raw, maxUploadBody)
 }
 
 // store keeps data at uploadPath/fileName and answers as the upload host does.
