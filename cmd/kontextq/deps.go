@@ -20,32 +20,32 @@ import (
 	"github.com/kontextq/kontextq/kie"
 )
 
-// openRunRedis opens run's Redis. Without REDIS_URL that is the in-process Redis, and the journal
-// (see app.JournalPath) stands in for the persistence it lacks; run says so on stderr.
+// openRunJournal opens run's journal when its Redis is the in-process one (inMemory): the
+// journal (see app.JournalPath) stands in for the persistence it lacks, and run says so on
+// stderr. It is opened after the key and Redis are known good, since it creates the archive's
+// directory.
 //
 // With a real Redis there is no journal: its ledger is durable (append-only file), and the other
 // worker processes sharing it keep no journal, so one would be partial and could only disagree
 // with the ledger.
-func openRunRedis(ctx context.Context, cfg config.Config, stderr io.Writer) (redis.UniversalClient, *journal.Journal, error) {
-	rdb, inMemory, err := app.OpenRedisOrMemory(ctx, cfg)
-	if err != nil || !inMemory {
-		return rdb, nil, err
+func openRunJournal(cfg config.Config, inMemory bool, stderr io.Writer) (*journal.Journal, error) {
+	if !inMemory {
+		return nil, nil
 	}
 	path, err := app.JournalPath(cfg.Archive, os.Getenv)
-	if err == nil {
-		var j *journal.Journal
-		j, err = journal.Open(path)
-		if err == nil {
-			fmt.Fprintf(stderr, "no REDIS_URL: using an in-memory Redis; its state dies with this process (a journal in %s keeps what was paid)\n", filepath.Dir(path))
-			return rdb, j, nil
-		}
+	if err != nil {
+		return nil, err
 	}
-	_ = rdb.Close()
+	j, err := journal.Open(path)
 	if errors.Is(err, journal.ErrLocked) {
-		return nil, nil, usageErr(fmt.Errorf("another kontextq run is working on archive %s with an in-memory Redis (%w); "+
+		return nil, usageErr(fmt.Errorf("another kontextq run is working on archive %s with an in-memory Redis (%w); "+
 			"wait for it to finish, or give both the same REDIS_URL", cfg.Archive, err))
 	}
-	return nil, nil, err
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stderr, "no REDIS_URL: using an in-memory Redis; its state dies with this process (a journal in %s keeps what was paid)\n", filepath.Dir(path))
+	return j, nil
 }
 
 // session is what most commands start from: their settings, a logger, and the one Redis client
@@ -96,19 +96,19 @@ func (s *session) batchLedger(ctx context.Context, batch string) (*jobs.Ledger, 
 // openWorkTargets opens what a process that works jobs talks to, failing early (exit 2) on what
 // would otherwise fail every job: an archive that cannot be written, a key Kie refuses.
 func openWorkTargets(ctx context.Context, cfg config.Config, log *slog.Logger) (archive.Store, *kie.Client, error) {
-	store, err := app.OpenStore(ctx, cfg)
-	if err != nil {
-		return nil, nil, err
-	}
-	if err := app.CheckArchiveWritable(store); err != nil {
-		store.Close()
-		return nil, nil, err
-	}
+	// The key first: a refused key must not leave an archive directory behind.
 	kc, err := app.NewKie(cfg)
 	if err == nil {
 		err = app.CheckKieKey(ctx, kc, log)
 	}
 	if err != nil {
+		return nil, nil, err
+	}
+	store, err := app.OpenStore(ctx, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := app.CheckArchiveWritable(store); err != nil {
 		store.Close()
 		return nil, nil, err
 	}

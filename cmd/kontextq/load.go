@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"iter"
+	"math"
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/kontextq/kontextq/internal/pool"
 	"github.com/kontextq/kontextq/jobs"
@@ -17,7 +19,8 @@ import (
 
 // The loader reads a job file twice, streaming both times so that its memory does not grow with
 // the file: the first pass validates every line (nothing is enqueued from a file with mistakes
-// unless the user asks for it), the second enqueues. Enqueuing goes in chunks: one pipelined
+// unless the user asks for it), the second enqueues; --check-inputs adds a pass between them
+// (inputs.go), and --skip-invalid one that writes the rejects. Enqueuing goes in chunks: one pipelined
 // round trip records a chunk's jobs in the ledger, then each new job gets its asynq submit task.
 // Job ids are derived from the file's content, so loading the same file again adds nothing and a
 // file that grew adds only its new lines.
@@ -33,6 +36,30 @@ type loadOptions struct {
 	Defaults    jobs.Spec
 	SkipInvalid bool
 	Concurrency int
+	// Name is how messages name the input ("stdin" for -); empty means Path.
+	Name string
+	// Stdin says the jobs came on standard input (Path is then the spooled copy; see stdin.go).
+	Stdin bool
+	// CheckInputs checks every inputImage URL before anything is enqueued (see inputs.go).
+	CheckInputs  bool
+	InputTimeout time.Duration // for one URL's check; default jobs.InputChecker's
+}
+
+// name is what messages call the input.
+func (o loadOptions) name() string {
+	if o.Name != "" {
+		return o.Name
+	}
+	return o.Path
+}
+
+// rejectsPath is where --skip-invalid writes the bad lines: beside the file, or for stdin
+// <batch>.rejects.jsonl in the current directory.
+func (o loadOptions) rejectsPath() string {
+	if o.Stdin {
+		return o.Batch + ".rejects.jsonl"
+	}
+	return o.Path + ".rejects.jsonl"
 }
 
 // loadReport is what a load did.
@@ -40,6 +67,9 @@ type loadReport struct {
 	Lines, Valid, Invalid int
 	Added, Existing       int
 	RejectsPath           string
+	// inputFails are the lines whose inputImage failed --check-inputs, in line order: not
+	// enqueued, and written to the rejects file with the lines the reader refused.
+	inputFails []*jobs.LineError
 }
 
 // badInputError says that a file has bad lines; the lines themselves were printed as they were
@@ -56,6 +86,9 @@ func (e *badInputError) Error() string {
 
 func openReader(o loadOptions) (*jobs.Reader, io.Closer, error) {
 	format, err := jobs.FormatFor(o.Path, o.Format)
+	if o.Stdin && o.Format == "" {
+		format, err = jobs.FormatJSONL, nil
+	}
 	if err != nil {
 		if o.Format != "" {
 			return nil, nil, fmt.Errorf("--format %q: want jsonl, csv or text", o.Format)
@@ -71,7 +104,11 @@ func openReader(o loadOptions) (*jobs.Reader, io.Closer, error) {
 		return nil, nil, fmt.Errorf("%s is a directory; give a job file (JSONL, CSV or text, one job a line)", o.Path)
 	}
 	abs, _ := filepath.Abs(o.Path)
-	r, err := jobs.NewReader(f, o.Path, format, jobs.ReadOptions{Batch: o.Batch, Defaults: o.Defaults, BaseDir: filepath.Dir(abs)})
+	base := filepath.Dir(abs)
+	if o.Stdin {
+		base = "" // relative inputImage paths on stdin are relative to the current directory
+	}
+	r, err := jobs.NewReader(f, o.name(), format, jobs.ReadOptions{Batch: o.Batch, Defaults: o.Defaults, BaseDir: base})
 	if err != nil {
 		f.Close()
 		return nil, nil, err
@@ -115,41 +152,84 @@ func scanFile(o loadOptions, item func(jobs.Item) error, bad func(*jobs.LineErro
 	return rep, nil
 }
 
-// validateFile is the first pass: it counts the good lines and deals with the bad ones. Without
-// SkipInvalid each bad line is printed to errOut and the result is a usage error; with it, the
-// bad lines go to <file>.rejects.jsonl.
-func validateFile(o loadOptions, errOut io.Writer) (loadReport, error) {
-	var rejects *rejectsFile
+// validateFile is the first pass: it counts the good lines and the bad ones and, with
+// CheckInputs, checks every inputImage URL. Without SkipInvalid each bad line is printed to
+// errOut and the result is a usage error; with it, the bad lines are kept for the rejects file,
+// which writeRejects writes once the rest of the command is known to work: nothing is created
+// on disk for a load that goes no further.
+func validateFile(ctx context.Context, o loadOptions, errOut io.Writer) (loadReport, error) {
 	bad := func(le *jobs.LineError) error {
 		if !o.SkipInvalid {
 			fmt.Fprintln(errOut, le.Error())
-			return nil
 		}
-		if rejects == nil {
-			var err error
-			if rejects, err = createRejects(o.Path + ".rejects.jsonl"); err != nil {
-				return err
-			}
-		}
-		return rejects.add(le)
+		return nil
 	}
 	rep, err := scanFile(o, nil, bad)
-	if rejects != nil {
-		rep.RejectsPath = rejects.path
-		if cerr := rejects.close(); err == nil {
-			err = cerr
-		}
-	}
 	if err != nil {
 		return rep, usageErr(err)
 	}
+	if o.CheckInputs {
+		fails, err := checkInputs(ctx, o, rep.Valid, errOut)
+		if err != nil {
+			return rep, err
+		}
+		for _, le := range fails {
+			if !o.SkipInvalid {
+				fmt.Fprintln(errOut, le.Error())
+			}
+		}
+		rep.inputFails = fails
+		rep.Valid -= len(fails)
+		rep.Invalid += len(fails)
+	}
 	if rep.Invalid > 0 && !o.SkipInvalid {
-		return rep, usageErr(&badInputError{path: o.Path, n: rep.Invalid})
+		return rep, usageErr(&badInputError{path: o.name(), n: rep.Invalid})
+	}
+	if rep.Invalid > 0 {
+		rep.RejectsPath = o.rejectsPath()
 	}
 	if rep.Valid == 0 {
-		return rep, usageErr(fmt.Errorf("%s: no valid jobs", o.Path))
+		return rep, usageErr(fmt.Errorf("%s: no valid jobs", o.name()))
 	}
 	return rep, nil
+}
+
+// writeRejects writes the bad lines of a file validateFile reported on (with --skip-invalid)
+// to rep.RejectsPath, in line order: the lines the reader refused, read again, and those whose
+// input failed its check.
+func writeRejects(o loadOptions, rep loadReport) error {
+	if rep.RejectsPath == "" {
+		return nil
+	}
+	rejects, err := createRejects(rep.RejectsPath)
+	if err != nil {
+		return usageErr(err)
+	}
+	fails := rep.inputFails
+	addFailsBefore := func(line int) error {
+		for len(fails) > 0 && fails[0].Line < line {
+			if err := rejects.add(fails[0]); err != nil {
+				return err
+			}
+			fails = fails[1:]
+		}
+		return nil
+	}
+	if rep.Invalid > len(rep.inputFails) {
+		_, err = scanFile(o, nil, func(le *jobs.LineError) error {
+			if err := addFailsBefore(le.Line); err != nil {
+				return err
+			}
+			return rejects.add(le)
+		})
+	}
+	if err == nil {
+		err = addFailsBefore(math.MaxInt)
+	}
+	if cerr := rejects.close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // enqueueFile is the second pass: it enqueues the good lines of a file validateFile reported on.
@@ -163,7 +243,11 @@ func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loa
 	defer c.Close()
 
 	var added, existing, done atomic.Int64
-	err = pool.Each(ctx, o.Concurrency, readChunks(r), func(ctx context.Context, chunk []*jobs.Spec) error {
+	skip := make(map[int]bool, len(rep.inputFails))
+	for _, le := range rep.inputFails {
+		skip[le.Line] = true
+	}
+	err = pool.Each(ctx, o.Concurrency, readChunks(r, skip), func(ctx context.Context, chunk []*jobs.Spec) error {
 		a, e, err := enqueueChunk(ctx, enq, chunk)
 		added.Add(int64(a))
 		existing.Add(int64(e))
@@ -178,17 +262,17 @@ func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loa
 	rep.Added, rep.Existing = int(added.Load()), int(existing.Load())
 	if ctx.Err() != nil {
 		return rep, &exitError{code: exitFailed, err: fmt.Errorf("interrupted after %d of %d jobs of %s; "+
-			"the same command again resumes (nothing is enqueued twice)", done.Load(), rep.Valid, o.Path)}
+			"the same command again resumes (nothing is enqueued twice)", done.Load(), rep.Valid, o.name())}
 	}
 	if err != nil {
-		return rep, fmt.Errorf("enqueuing %s: %w (the same command again resumes; nothing is enqueued twice)", o.Path, err)
+		return rep, fmt.Errorf("enqueuing %s: %w (the same command again resumes; nothing is enqueued twice)", o.name(), err)
 	}
 	return rep, nil
 }
 
-// readChunks yields the good lines of a file loadChunk at a time; the bad ones were reported by
-// the validation pass.
-func readChunks(r *jobs.Reader) iter.Seq[[]*jobs.Spec] {
+// readChunks yields the good lines of a file loadChunk at a time, less the lines in skip (whose
+// input failed its check); the bad ones were reported by the validation pass.
+func readChunks(r *jobs.Reader, skip map[int]bool) iter.Seq[[]*jobs.Spec] {
 	return func(yield func([]*jobs.Spec) bool) {
 		chunk := make([]*jobs.Spec, 0, loadChunk)
 		for {
@@ -196,7 +280,7 @@ func readChunks(r *jobs.Reader) iter.Seq[[]*jobs.Spec] {
 			if errors.Is(err, io.EOF) {
 				break
 			}
-			if err != nil {
+			if err != nil || skip[it.Line] {
 				continue
 			}
 			chunk = append(chunk, &it.Spec)

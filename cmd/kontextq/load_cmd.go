@@ -25,6 +25,7 @@ import (
 type batchFlags struct {
 	batch, format           string
 	skipInvalid             bool
+	checkInputs             bool
 	model, ratio, outFormat string
 	inputImage, watermark   string
 	safety                  int
@@ -37,8 +38,9 @@ func (b *batchFlags) register(cmd *cobra.Command) {
 	b.cmd = cmd
 	f := cmd.Flags()
 	f.StringVar(&b.batch, "batch", "", "batch name (default: the file's name without extension); archive goes to <archive>/<batch>/")
-	f.StringVar(&b.format, "format", "", "file format: jsonl, csv or text (default: by extension)")
+	f.StringVar(&b.format, "format", "", "file format: jsonl, csv or text (default: by extension; jsonl for - (stdin))")
 	f.BoolVar(&b.skipInvalid, "skip-invalid", false, "enqueue the valid lines of a file with bad lines; the bad ones go to FILE.rejects.jsonl")
+	f.BoolVar(&b.checkInputs, "check-inputs", false, "before enqueuing, check that every inputImage URL serves an image (HEAD, else its first bytes); lines that would fail are bad lines")
 	f.StringVar(&b.model, "model", "", "model for lines that name none: flux-kontext-pro or flux-kontext-max")
 	f.StringVar(&b.ratio, "aspect-ratio", "", "aspectRatio for lines that give none: 21:9 16:9 4:3 1:1 3:4 9:16")
 	f.StringVar(&b.outFormat, "output-format", "", "outputFormat for lines that give none: jpeg or png")
@@ -52,7 +54,7 @@ func (b *batchFlags) register(cmd *cobra.Command) {
 
 func (b *batchFlags) options(path string) loadOptions {
 	batch := b.batch
-	if batch == "" {
+	if batch == "" && path != stdinPath {
 		batch = strings.TrimSuffix(filepath.Base(path), filepath.Ext(path))
 	}
 	d := jobs.Spec{Model: b.model, AspectRatio: b.ratio, OutputFormat: b.outFormat, InputImage: b.inputImage, Watermark: b.watermark}
@@ -73,7 +75,24 @@ func (b *batchFlags) options(path string) loadOptions {
 			d.UploadCn = &b.uploadCn
 		}
 	}
-	return loadOptions{Path: path, Format: b.format, Batch: batch, SkipInvalid: b.skipInvalid, Concurrency: 16, Defaults: d}
+	o := loadOptions{Path: path, Format: b.format, Batch: batch, SkipInvalid: b.skipInvalid, CheckInputs: b.checkInputs, Concurrency: 16, Defaults: d}
+	if path == stdinPath {
+		o.Name, o.Stdin = "stdin", true
+	}
+	return o
+}
+
+// openInput checks the options and, for -, copies stdin aside (see stdin.go); close removes
+// the copy.
+func (b *batchFlags) openInput(path string) (o loadOptions, close func(), err error) {
+	o = b.options(path)
+	if err := checkOptions(o); err != nil {
+		return o, nil, err
+	}
+	if !o.Stdin {
+		return o, func() {}, nil
+	}
+	return spoolStdin(o, b.cmd.InOrStdin())
 }
 
 // defaultFlags names the flag that sets each field of loadOptions.Defaults (and the batch).
@@ -86,6 +105,9 @@ var defaultFlags = map[string]string{
 // checkOptions checks the batch name and the defaults given as flags before any file is read,
 // naming the flag at fault: the reader would name only the job field.
 func checkOptions(o loadOptions) error {
+	if o.Stdin && o.Batch == "" {
+		return usageErr(errStdinBatch)
+	}
 	s := o.Defaults
 	s.ID, s.Batch, s.Prompt = "", o.Batch, "x"
 	err := s.Validate()
@@ -113,14 +135,18 @@ func newLoadCmd() *cobra.Command {
 		dryRun bool
 	)
 	cmd := &cobra.Command{
-		Use:   "load FILE",
+		Use:   "load FILE|-",
 		Short: "Check a job file and enqueue its jobs for the workers (or, with --dry-run, say what it would cost)",
 		Long: `load reads FILE (JSONL, CSV or plain text, by extension or --format) and enqueues one job per line
 for the workers ("kontextq worker") to submit, poll and archive.
 
 Every line is checked first: if any is bad, each is listed as FILE:LINE: field: reason and nothing
 is enqueued (exit 2), unless --skip-invalid, which enqueues the good lines and writes the bad ones to
-FILE.rejects.jsonl. Loading is idempotent: the same file loaded again enqueues nothing, a file that
+FILE.rejects.jsonl. --check-inputs also asks every inputImage URL whether it serves an image (HEAD,
+else a GET of its first bytes; local files are always checked) and counts the lines that would fail
+as bad lines, FILE:LINE: inputImage: reason. FILE - reads the jobs from stdin (JSONL unless
+--format says otherwise; --batch is required; rejects go to BATCH.rejects.jsonl). Nothing is
+written to disk or Redis until the file and Redis are known good. Loading is idempotent: the same file loaded again enqueues nothing, a file that
 grew enqueues only its new lines, and two identical lines still mean two images.
 
 --dry-run enqueues nothing: it counts the jobs per model and mode (generation or edit), how many are
@@ -136,14 +162,21 @@ assumed), and how long they take at the configured --rate.`,
 			if err != nil {
 				return err
 			}
-			o := bf.options(args[0])
-			if err := checkOptions(o); err != nil {
+			o, closeInput, err := bf.openInput(args[0])
+			if err != nil {
 				return err
 			}
+			defer closeInput()
 			ctx := cmd.Context()
 			boundLoaderMemory()
 			if dryRun {
 				return dryRunLoad(ctx, cfg, o, cmd.OutOrStdout(), cmd.ErrOrStderr())
+			}
+			// The file first: a file with mistakes needs no Redis, and the user learns of them
+			// at once.
+			rep, err := validateFile(ctx, o, cmd.ErrOrStderr())
+			if err != nil {
+				return err
 			}
 			rdb, err := app.OpenRedis(ctx, cfg)
 			if err != nil {
@@ -152,7 +185,7 @@ assumed), and how long they take at the configured --rate.`,
 			defer rdb.Close()
 			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
 			defer enq.Close()
-			rep, err := loadWithProgress(ctx, enq, o, cmd.ErrOrStderr())
+			rep, err = enqueueWithProgress(ctx, enq, o, rep, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -186,15 +219,20 @@ func boundLoaderMemory() {
 // loadWithProgress validates then enqueues a file, showing the progress of the enqueuing on
 // errOut.
 func loadWithProgress(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, errOut io.Writer) (loadReport, error) {
-	rep, err := validateFile(o, errOut)
+	rep, err := validateFile(ctx, o, errOut)
 	if err != nil {
 		return rep, err
 	}
 	return enqueueWithProgress(ctx, enq, o, rep, errOut)
 }
 
-// enqueueWithProgress enqueues a file validateFile reported on, showing the progress on errOut.
+// enqueueWithProgress writes the rejects of a file validateFile reported on, then enqueues its
+// good lines, showing the progress on errOut. Its callers have checked Redis (and run the key)
+// first, so that a command that fails early leaves no rejects file behind.
 func enqueueWithProgress(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loadReport, errOut io.Writer) (loadReport, error) {
+	if err := writeRejects(o, rep); err != nil {
+		return rep, err
+	}
 	ctr := newCounter(errOut, "enqueued", int64(rep.Valid), 5*time.Second)
 	rep, err := enqueueFile(ctx, enq, o, rep, func(done int) { ctr.Set(int64(done)) })
 	ctr.Finish()
@@ -202,7 +240,7 @@ func enqueueWithProgress(ctx context.Context, enq *jobs.Enqueuer, o loadOptions,
 }
 
 func printLoaded(out io.Writer, o loadOptions, rep loadReport) {
-	fmt.Fprintf(out, "batch %s: %d jobs in %s (%d new, %d already loaded)", o.Batch, rep.Valid, o.Path, rep.Added, rep.Existing)
+	fmt.Fprintf(out, "batch %s: %d jobs in %s (%d new, %d already loaded)", o.Batch, rep.Valid, o.name(), rep.Added, rep.Existing)
 	if rep.Invalid > 0 {
 		fmt.Fprintf(out, "; %d bad lines skipped, see %s", rep.Invalid, rep.RejectsPath)
 	}
@@ -252,7 +290,26 @@ func dryRunLoad(ctx context.Context, cfg config.Config, o loadOptions, out, errO
 		pending, pendingKeys = pending[:0], pendingKeys[:0]
 		return nil
 	}
+	var inputFails map[int]bool
+	if o.CheckInputs {
+		counted, err := scanFile(o, nil, func(*jobs.LineError) error { return nil })
+		if err != nil {
+			return usageErr(err)
+		}
+		fails, err := checkInputs(ctx, o, counted.Valid, errOut)
+		if err != nil {
+			return err
+		}
+		inputFails = make(map[int]bool, len(fails))
+		for _, le := range fails {
+			fmt.Fprintln(errOut, le.Error())
+			inputFails[le.Line] = true
+		}
+	}
 	item := func(it jobs.Item) error {
+		if inputFails[it.Line] {
+			return nil // listed above, and counted as bad below
+		}
 		model := it.Spec.Model
 		if model == "" {
 			model = "flux-kontext-pro" // Kie's default
@@ -275,8 +332,10 @@ func dryRunLoad(ctx context.Context, cfg config.Config, o loadOptions, out, errO
 	if err != nil {
 		return usageErr(err)
 	}
+	rep.Valid -= len(inputFails)
+	rep.Invalid += len(inputFails)
 	if rep.Invalid > 0 && !o.SkipInvalid {
-		return usageErr(&badInputError{path: o.Path, n: rep.Invalid})
+		return usageErr(&badInputError{path: o.name(), n: rep.Invalid})
 	}
 	printPlan(out, cfg, o, rep, plan, existing, known != nil)
 	return nil
@@ -284,7 +343,7 @@ func dryRunLoad(ctx context.Context, cfg config.Config, o loadOptions, out, errO
 
 func printPlan(out io.Writer, cfg config.Config, o loadOptions, rep loadReport, plan map[planKey]int, existing int, checked bool) {
 	fresh := rep.Valid - existing
-	fmt.Fprintf(out, "dry run: %s holds %d valid jobs for batch %s", o.Path, rep.Valid, o.Batch)
+	fmt.Fprintf(out, "dry run: %s holds %d valid jobs for batch %s", o.name(), rep.Valid, o.Batch)
 	switch {
 	case checked:
 		fmt.Fprintf(out, ": %d new, %d already loaded\n", fresh, existing)

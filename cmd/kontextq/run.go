@@ -22,12 +22,15 @@ func newRunCmd() *cobra.Command {
 	var bf batchFlags
 	var noServe bool
 	cmd := &cobra.Command{
-		Use:   "run FILE",
+		Use:   "run FILE|-",
 		Short: "Load a job file, work it in this process, and exit when every job is archived or failed",
 		Long: `run loads FILE (JSONL, CSV or plain text), works the batch in-process with progress, and exits
 when every job is archived or failed: 0 all archived, 1 some failed (each listed with its reason)
 or the run could not finish (interrupted, Redis unreachable), 2 bad usage, configuration or input.
-Re-running the same command resumes; nothing is paid twice.
+Re-running the same command resumes; nothing is paid twice. FILE - reads the jobs from stdin
+(see load --help), and --check-inputs checks every inputImage URL before anything is enqueued.
+Nothing is created on disk (archive, journal, rejects) until the file, the key and Redis are
+known good.
 
 Without REDIS_URL the queue lives in this process, with a journal in the archive so that a killed
 run pays for nothing twice. With a shared REDIS_URL, run is a worker of its --namespace: while it
@@ -40,26 +43,42 @@ waits for its batch it also works jobs other loads queued there.`,
 			}
 			ctx := cmd.Context()
 			log := app.NewLogger(cfg, cmd.ErrOrStderr())
-			o := bf.options(args[0])
-			if err := checkOptions(o); err != nil {
-				return err
-			}
-			// Everything the user can get wrong is checked before anything is created or started:
-			// the file, then the archive.
-			rep, err := validateFile(o, cmd.ErrOrStderr())
+			o, closeInput, err := bf.openInput(args[0])
 			if err != nil {
 				return err
 			}
-			store, kc, err := openWorkTargets(ctx, cfg, log)
+			defer closeInput()
+			// Everything that can be wrong is checked before anything is created on disk or
+			// started: the file and its inputs, the key, Redis; then the archive, the journal
+			// and the rejects file.
+			rep, err := validateFile(ctx, o, cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
-			defer store.Close()
-			rdb, jr, err := openRunRedis(ctx, cfg, cmd.ErrOrStderr())
+			kc, err := app.NewKie(cfg)
+			if err != nil {
+				return err
+			}
+			if err := app.CheckKieKey(ctx, kc, log); err != nil {
+				return err
+			}
+			rdb, inMemory, err := app.OpenRedisOrMemory(ctx, cfg)
 			if err != nil {
 				return err
 			}
 			defer rdb.Close()
+			store, err := app.OpenStore(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			if err := app.CheckArchiveWritable(store); err != nil {
+				return err
+			}
+			jr, err := openRunJournal(cfg, inMemory, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
 			if jr != nil {
 				defer jr.Close()
 			}

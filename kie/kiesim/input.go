@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"image"
-	_ "image/gif" // inputs Kie accepts besides JPEG and PNG
 	"io"
 	"net"
 	"net/http"
@@ -14,14 +13,14 @@ import (
 	"strings"
 	"time"
 
-	_ "golang.org/x/image/webp"
+	_ "golang.org/x/image/webp" // inputs Kie accepts besides JPEG and PNG
 )
 
 // An edit's input image is read after the generate call has answered, as at Kie, where the
 // model's pipeline fetches it: generate only checks that inputImage is an http(s) URL and, for
 // the simulator's own files, that the file is still there (422 otherwise). Until the input is
 // read the task reports successFlag 0. An input that cannot be fetched (unreachable host, HTTP
-// error, timeout, larger than maxInputBytes) or is not an image (JPEG, PNG, GIF or WebP, at most
+// error, timeout, larger than maxInputBytes) or is not an image (JPEG, PNG or WebP, at most
 // maxInputPixels) ends the task at once with successFlag 2, errorCode 400 and an errorMessage
 // naming the problem. Kie documents neither the code nor the message: 2 ("task creation
 // failed") because no generation ever started, and 400 because the fault is the request's, so a
@@ -108,8 +107,8 @@ func (s *Sim) readInput(t *task, in editInput) {
 // takes or that would decode to more than maxInputPixels.
 func decodeInput(data []byte) (image.Image, error) {
 	cfg, format, err := image.DecodeConfig(bytes.NewReader(data))
-	if err != nil {
-		return nil, fmt.Errorf("not an image (%s; JPEG, PNG, GIF or WebP expected)", http.DetectContentType(data))
+	if err != nil || (format != "jpeg" && format != "png" && format != "webp") {
+		return nil, fmt.Errorf("not an image (%s; JPEG, PNG or WebP expected)", http.DetectContentType(data))
 	}
 	if cfg.Width <= 0 || cfg.Height <= 0 || cfg.Width*cfg.Height > maxInputPixels {
 		return nil, fmt.Errorf("%s image of %dx%d pixels is larger than %d megapixels", format, cfg.Width, cfg.Height, maxInputPixels/1_000_000)
