@@ -141,6 +141,17 @@ func (o *Options) defaults() error {
 	return nil
 }
 
+// shutdownTimeout is how long asynq lets running handlers finish after a stop before it
+// cancels their contexts and puts their tasks back.
+const shutdownTimeout = 10 * time.Second
+
+// StopTimeout is the longest Run takes to return once its context ends: asynq's shutdown
+// timeout, then the generate calls already sent, which are never cut off so that their task ids
+// are recorded. A supervisor's grace period (systemd's TimeoutStopSec, compose's
+// stop_grace_period, Kubernetes' terminationGracePeriodSeconds) must be longer, or a task Kie
+// was paid for may go unrecorded.
+const StopTimeout = shutdownTimeout + generateTimeout
+
 // Worker is one worker process's share of the work.
 type Worker struct {
 	o       Options
@@ -197,7 +208,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		IsFailure:                isFailure,
 		RetryDelayFunc:           taskRetryDelay,
 		DelayedTaskCheckInterval: time.Second,
-		ShutdownTimeout:          10 * time.Second,
+		ShutdownTimeout:          shutdownTimeout,
 		HealthCheckInterval:      15 * time.Second,
 		Logger:                   asynqLogger{w.log},
 		LogLevel:                 asynq.WarnLevel,

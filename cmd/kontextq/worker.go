@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/internal/app"
@@ -46,7 +47,7 @@ share the account's --rate through Redis. A worker checks at start that it can w
 			}
 			defer w.Close()
 			if metricsAddr != "" {
-				stop, err := serveWorkerMetrics(ctx, metricsAddr, m, log)
+				stop, err := serveWorkerMetrics(ctx, metricsAddr, m, rdb, log)
 				if err != nil {
 					return usageErr(fmt.Errorf("--listen %s: %w", metricsAddr, err))
 				}
@@ -59,7 +60,7 @@ share the account's --rate through Redis. A worker checks at start that it can w
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&metricsAddr, "listen", "", "serve this process's Prometheus metrics (submissions, 429s, archive bytes) at http://ADDR/metrics; "+
+	f.StringVar(&metricsAddr, "listen", "", "serve this process's Prometheus metrics (submissions, 429s, archive bytes) at http://ADDR/metrics, and health checks at /healthz and /readyz; "+
 		"off when empty, and only this flag turns it on (KONTEXTQ_LISTEN, which serve shares, does not)")
 	f.StringVar(&metricsAddr, "metrics-listen", "", "the same as --listen")
 	_ = f.MarkDeprecated("metrics-listen", "use --listen")
@@ -67,8 +68,9 @@ share the account's --rate through Redis. A worker checks at start that it can w
 }
 
 // serveWorkerMetrics serves one worker process's own counters; the queue and ledger gauges are
-// served once per deployment by `kontextq serve`.
-func serveWorkerMetrics(ctx context.Context, addr string, m *server.Metrics, log *slog.Logger) (stop func(), err error) {
+// served once per deployment by `kontextq serve`. Beside them, the health checks a supervisor
+// probes: /healthz answers while the process runs, /readyz while Redis answers too.
+func serveWorkerMetrics(ctx context.Context, addr string, m *server.Metrics, rdb redis.UniversalClient, log *slog.Logger) (stop func(), err error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(m); err != nil {
 		return nil, err
@@ -79,6 +81,22 @@ func serveWorkerMetrics(ctx context.Context, addr string, m *server.Metrics, log
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintln(w, `{"status":"ok"}`)
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		pctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		w.Header().Set("Content-Type", "application/json")
+		if err := rdb.Ping(pctx).Err(); err != nil {
+			log.Warn("not ready: Redis does not answer", "err", err)
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintln(w, `{"status":"unavailable","error":"Redis does not answer"}`)
+			return
+		}
+		fmt.Fprintln(w, `{"status":"ready"}`)
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
