@@ -131,6 +131,8 @@ var (
 		"Limiter decisions in this process, by limiter and outcome (granted, denied, throttled, error).", []string{"limiter", "outcome"}, nil)
 	creditsDesc = prometheus.NewDesc("kontextq_kie_credits",
 		"Kie credits left, refreshed at most once a minute (absent until first read).", nil, nil)
+	pausedDesc = prometheus.NewDesc("kontextq_account_paused",
+		"1 while Kie refuses the account (bad key, out of credits, maintenance, feature disabled) and no worker submits, with the reason; 0 otherwise.", []string{"reason"}, nil)
 	scrapeErrDesc = prometheus.NewDesc("kontextq_scrape_errors",
 		"1 when part of the ledger could not be read for this scrape.", nil, nil)
 )
@@ -139,7 +141,7 @@ var (
 type ledgerCollector struct{ s *Server }
 
 func (c ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, batchJobsDesc, batchesDesc, expiryDesc, rateDesc, rateCeilingDesc, tokensDesc, creditsDesc, scrapeErrDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, batchJobsDesc, batchesDesc, expiryDesc, rateDesc, rateCeilingDesc, tokensDesc, creditsDesc, pausedDesc, scrapeErrDesc} {
 		ch <- d
 	}
 }
@@ -204,6 +206,16 @@ func (c ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(rateCeilingDesc, prometheus.GaugeValue, st.ConfiguredRate, st.Name)
 		for outcome, v := range map[string]int64{"granted": st.Granted, "denied": st.Denied, "throttled": st.Throttled, "error": st.Errors} {
 			ch <- prometheus.MustNewConstMetric(tokensDesc, prometheus.CounterValue, float64(v), st.Name, outcome)
+		}
+	}
+
+	if s.o.Pause != nil {
+		if reason, paused, err := s.o.Pause.AccountPause(ctx); err != nil {
+			fail("account pause", err)
+		} else if paused {
+			ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, 1, reason)
+		} else {
+			ch <- prometheus.MustNewConstMetric(pausedDesc, prometheus.GaugeValue, 0, "")
 		}
 	}
 

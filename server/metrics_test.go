@@ -3,6 +3,7 @@ package server_test
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -66,6 +67,46 @@ func TestMetrics(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("/metrics lacks:\n%s\n\nit shows:\n%s", strings.Join(missing, "\n"), b)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// When Kie refuses the account, every worker stops submitting: /metrics says so, with the
+// reason, while the pause lasts.
+func TestMetricsShowTheAccountPause(t *testing.T) {
+	f := setup(t, fixtureOpts{server: func(o *server.Options) { o.Pause = o.Checker.(server.PauseSource) }})
+	metrics := func() string {
+		_, b := f.do(t, "GET", "/metrics", "", "")
+		return string(b)
+	}
+	if m := metrics(); !strings.Contains(m, `kontextq_account_paused{reason=""} 0`) {
+		t.Fatalf("/metrics does not show the account working:\n%s", m)
+	}
+
+	f.sim.SetCredits(0)
+	if code, b := f.post(t, "/v1/jobs?batch=p", "application/x-ndjson", "{\"prompt\": \"a\"}\n"); code != 200 {
+		t.Fatalf("POST = %d %s", code, b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.w.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-done
+	}()
+	paused := regexp.MustCompile(`(?m)^kontextq_account_paused\{reason="([^"]+)"\} 1$`)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m := metrics()
+		if r := paused.FindStringSubmatch(m); r != nil {
+			if !strings.Contains(r[1], "credit") {
+				t.Errorf("paused for %q, want the lack of credits", r[1])
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("out of credits, the worker ran 30s and /metrics does not show the account paused:\n%s", m)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -42,6 +42,12 @@ type CreditSource interface {
 	Credits(ctx context.Context) (float64, error)
 }
 
+// PauseSource reports the account-wide pause every worker obeys (*worker.Worker is one):
+// whether it holds, and its cause.
+type PauseSource interface {
+	AccountPause(ctx context.Context) (reason string, paused bool, err error)
+}
+
 // StatsSource is a rate limiter seen by the metrics (*ratelimit.Limiter is one).
 type StatsSource interface {
 	Stats() ratelimit.Stats
@@ -68,6 +74,8 @@ type Options struct {
 	CreditsEvery time.Duration // 60 s
 	// Limiters feed the rate gauges.
 	Limiters []StatsSource
+	// Pause feeds the account-paused gauge; without it the gauge is not exported.
+	Pause PauseSource
 
 	// APIToken is the bearer token callers present. Required unless InsecureNoToken.
 	APIToken string

@@ -266,6 +266,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
+// AccountPause reports whether the account-wide pause holds (see PausedError), and its cause.
+// A pause holds until a probe succeeds or the sweeper lifts it, whatever its next probe time.
+func (w *Worker) AccountPause(ctx context.Context) (reason string, paused bool, err error) {
+	pe, err := w.pause.get(ctx)
+	if err != nil || pe == nil {
+		return "", false, err
+	}
+	return pe.Cause.String(), true, nil
+}
+
 // Close releases the worker's queue clients (not the Redis client).
 func (w *Worker) Close() error {
 	// The asynq clients hold nothing but the caller's shared Redis client, which asynq refuses

@@ -55,6 +55,7 @@ func StartServer(ctx context.Context, cfg config.Config, d ServeDeps) (addr stri
 	if d.Credits != nil {
 		o.Credits = d.Credits
 	}
+	o.Pause, _ = d.Checker.(server.PauseSource)
 	for _, l := range d.Limiters.All() {
 		if l != nil {
 			o.Limiters = append(o.Limiters, l)
