@@ -186,3 +186,43 @@ func repoRoot(t *testing.T) string {
 	}
 	return root
 }
+
+// wantedMetrics lists, per scrape job, the metrics the shipped queries read and where. Every
+// query must read a metric and name its job: serve and the workers may export the same
+// counters, so a query without a job would add the deployment's figure to each process's.
+func wantedMetrics(t *testing.T) map[string]map[string][]string {
+	t.Helper()
+	want := map[string]map[string][]string{serveJob: {}, workerJob: {}} // job -> metric -> where
+	for _, q := range shippedQueries(t) {
+		sels := selectors(q.expr)
+		if len(sels) == 0 {
+			t.Errorf("%s: %q reads no metric", q.where, q.expr)
+		}
+		for _, s := range sels {
+			if synthetic[s.name] {
+				continue
+			}
+			job, ok := jobOf(s)
+			if !ok {
+				t.Errorf("%s: %s has no job matcher (want job=%q or job=%q)", q.where, s.name, serveJob, workerJob)
+				continue
+			}
+			if want[job] == nil {
+				t.Errorf("%s: %s reads job %q; the shipped scrape jobs are %q and %q", q.where, s.name, job, serveJob, workerJob)
+				continue
+			}
+			want[job][s.name] = append(want[job][s.name], q.where)
+		}
+	}
+	return want
+}
+
+// Metrics Prometheus adds to every target itself; no /metrics shows them.
+var synthetic = map[string]bool{"up": true, "scrape_duration_seconds": true, "scrape_samples_scraped": true}
+
+func TestShippedQueriesNameTheirJob(t *testing.T) {
+	want := wantedMetrics(t)
+	if len(want[serveJob]) < 10 || len(want[workerJob]) == 0 {
+		t.Errorf("the shipped queries read %d metrics of serve and %d of the workers; the reader of queries misses some", len(want[serveJob]), len(want[workerJob]))
+	}
+}

@@ -93,6 +93,17 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^kontextq_archived_images_total [1-9]`).Match(body) {
 		t.Errorf("worker metrics show no archived image:\n%s", body)
 	}
+	// Beside them, the health checks a supervisor probes.
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + metricsAddr + path)
+		if err != nil {
+			t.Fatalf("worker %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("worker %s: %s, want 200 while it runs and Redis answers", path, resp.Status)
+		}
+	}
 	_ = w2.cmd.Process.Signal(syscall.SIGTERM)
 	if code := w2.wait(t, 30*time.Second); code != 0 {
 		t.Errorf("worker exited %d after SIGTERM, want 0", code)
