@@ -126,7 +126,7 @@ func checkServices(t *testing.T, path string, c composeFile) {
 				t.Errorf("%s: stop_grace_period %q; a worker may take %s to stop (worker.StopTimeout)", where, s.StopGracePeriod, worker.StopTimeout)
 			}
 			if metricsPort(s.Command) != 9100 {
-				t.Errorf("%s: command %q; want --metrics-listen 0.0.0.0:9100, which Prometheus scrapes", where, s.Command)
+				t.Errorf("%s: command %q; want --listen 0.0.0.0:9100, which Prometheus scrapes", where, s.Command)
 			}
 		}
 	}
@@ -134,7 +134,7 @@ func checkServices(t *testing.T, path string, c composeFile) {
 
 func metricsPort(args []string) int {
 	for i, a := range args {
-		if a == "--metrics-listen" && i+1 < len(args) && strings.HasPrefix(args[i+1], "0.0.0.0:") {
+		if a == "--listen" && i+1 < len(args) && strings.HasPrefix(args[i+1], "0.0.0.0:") {
 			p, _ := strconv.Atoi(strings.TrimPrefix(args[i+1], "0.0.0.0:"))
 			return p
 		}
@@ -368,7 +368,7 @@ func TestSystemdWorkerUnit(t *testing.T) {
 	if d, err := time.ParseDuration(m[1]); err != nil || d <= worker.StopTimeout {
 		t.Errorf("TimeoutStopSec=%s; a worker may take %s to stop (worker.StopTimeout)", m[1], worker.StopTimeout)
 	}
-	if !strings.Contains(unit, "ExecStart=/usr/local/bin/kontextq worker --metrics-listen 127.0.0.1:910%i\n") {
+	if !strings.Contains(unit, "ExecStart=/usr/local/bin/kontextq worker --listen 127.0.0.1:910%i\n") {
 		t.Error("kontextq-worker@.service does not serve metrics on 127.0.0.1:910N")
 	}
 	prom, err := os.ReadFile("prometheus/prometheus.yml")

@@ -249,12 +249,12 @@ func checkKubernetes(t *testing.T, dir string, b built) {
 	wc := w.Spec.Template.Spec.Containers[0]
 	listen := ""
 	for i, a := range wc.Args {
-		if a == "--metrics-listen" && i+1 < len(wc.Args) {
+		if a == "--listen" && i+1 < len(wc.Args) {
 			listen = wc.Args[i+1]
 		}
 	}
 	if listen == "" || !strings.HasPrefix(listen, "0.0.0.0:") {
-		t.Errorf("%s: worker args %q; want --metrics-listen 0.0.0.0:PORT, reachable by probes and Prometheus", dir, wc.Args)
+		t.Errorf("%s: worker args %q; want --listen 0.0.0.0:PORT, reachable by probes and Prometheus", dir, wc.Args)
 	}
 	for _, p := range wc.Ports {
 		if p.Name == wc.LivenessProbe.HTTPGet.Port.String() && fmt.Sprint(p.ContainerPort) != strings.TrimPrefix(listen, "0.0.0.0:") {
