@@ -38,10 +38,13 @@ func newBenchRateLimitCmd() *cobra.Command {
 in-process Kie simulator whose strict limit is compressed in time (--rate, by default 20/2s: 20 per
 2 s instead of Kie's 20 per 10 s), then a naive client (fixed concurrency, sleep 10 s on a
 429, poll every 3 s; both compressed likewise) against the same limit, and prints for each case
-the utilisation of the true limit, 429s per 100 accepted submissions, and the time against the
-ideal. Cases: one (1 process told the true limit), four (4 processes), overtold (1 process told
-3× the limit), storm (a storm of 429s in the middle of the batch). Each case uses a fresh
-namespace and deletes its keys afterwards. It exits 1 when kontextq misses a case's target.`,
+the utilisation of the true limit (over whole windows, and over the span from the first to the
+last accepted call plus one window), 429s, and the time against the ideal. Cases: one (1 process
+told the true limit), four (4 processes), overtold (1 process told 3× the limit), storm (a storm
+of 429s in the middle of the batch), idle60 (60 jobs on an idle account) and four200 (200 jobs
+on 4 processes); idle60 and four200 keep their own batch size whatever --jobs says. Each case
+uses a fresh namespace and deletes its keys afterwards. It exits 1 when kontextq misses a case's
+target.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			cfg, err := loadConfig(cmd, needRedis)
@@ -115,8 +118,8 @@ namespace and deletes its keys afterwards. It exits 1 when kontextq misses a cas
 	f.IntVar(&limit, "limit", 20, "the calls of --rate")
 	_ = f.MarkDeprecated("window", "use --rate N/DURATION")
 	_ = f.MarkDeprecated("limit", "use --rate N/DURATION")
-	f.IntVar(&o.Jobs, "jobs", 300, "jobs per case")
-	f.StringVar(&cases, "cases", "all", "comma-separated cases to run: one, four, overtold, storm, or all")
+	f.IntVar(&o.Jobs, "jobs", 300, "jobs per case (idle60 and four200 keep 60 and 200)")
+	f.StringVar(&cases, "cases", "all", "comma-separated cases to run: one, four, overtold, storm, idle60, four200, or all")
 	f.StringVar(&out, "out", "", "also write the results as a markdown table to this file")
 	f.DurationVar(&o.Storm, "storm", time.Minute, "length of the storm of 429s in the storm case")
 	f.IntVar(&o.NaiveConcurrency, "naive-concurrency", 8, "goroutines of the naive client per process")

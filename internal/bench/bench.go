@@ -122,6 +122,8 @@ type Case struct {
 	Processes int
 	// Told is the rate the workers are told, as a multiple of the true limit.
 	Told int
+	// Jobs, when set, is the case's batch size instead of Options.Jobs.
+	Jobs int
 	// Storm makes every generate call answer 429 for Options.Storm, starting when half the
 	// batch has been accepted.
 	Storm bool
@@ -131,11 +133,14 @@ type Case struct {
 
 // Target is a case's requirement on kontextq's figures. Zero fields are not checked.
 type Target struct {
-	MinUtilisation float64 // share of the true limit
-	MaxPer100      float64 // 429s per 100 accepted; checked when Check429 is set
-	Check429       bool
-	NoLate429      bool // no 429 after the first WarmupWindows windows
-	NoFailure      bool // every job archived
+	MinUtilisation     float64 // share of the true limit
+	MinSpanUtilisation float64 // Figures.SpanUtilisation
+	MaxRateLimited     int     // 429s in all; checked when CheckTotal429 is set
+	CheckTotal429      bool
+	MaxPer100          float64 // 429s per 100 accepted; checked when Check429 is set
+	Check429           bool
+	NoLate429          bool // no 429 after the first WarmupWindows windows
+	NoFailure          bool // every job archived
 }
 
 // Cases are the four cases, in order.
@@ -146,9 +151,14 @@ func Cases() []Case {
 		{Name: "four", Title: "4 worker processes on one Redis, told the true limit", Processes: 4, Told: 1,
 			Target: Target{MinUtilisation: 0.95, MaxPer100: 1, Check429: true, NoFailure: true}},
 		{Name: "overtold", Title: "1 process told 3× the true limit", Processes: 1, Told: 3,
-			Target: Target{MinUtilisation: 0.85, MaxPer100: 10, Check429: true, NoLate429: true, NoFailure: true}},
+			Target: Target{MinUtilisation: 0.85, MaxPer100: 10, Check429: true, MaxRateLimited: 10, CheckTotal429: true,
+				NoLate429: true, NoFailure: true}},
 		{Name: "storm", Title: "a storm of 429s in the middle of the batch", Processes: 1, Told: 1, Storm: true,
 			Target: Target{NoFailure: true}},
+		{Name: "idle60", Title: "60 jobs on an idle account, 1 worker process", Processes: 1, Told: 1, Jobs: 60,
+			Target: Target{MinSpanUtilisation: 0.97, NoFailure: true}},
+		{Name: "four200", Title: "200 jobs on 4 worker processes", Processes: 4, Told: 1, Jobs: 200,
+			Target: Target{MinSpanUtilisation: 0.97, MaxPer100: 1, Check429: true, NoFailure: true}},
 	}
 }
 
@@ -197,6 +207,12 @@ func (r Result) Misses() []string {
 	case f.Utilisation < t.MinUtilisation:
 		out = append(out, fmt.Sprintf("utilisation %s < %s", pct(f.Utilisation), pct(t.MinUtilisation)))
 	}
+	if t.MinSpanUtilisation > 0 && !(f.SpanUtilisation >= t.MinSpanUtilisation) {
+		out = append(out, fmt.Sprintf("utilisation over the span %s < %s", pct(f.SpanUtilisation), pct(t.MinSpanUtilisation)))
+	}
+	if t.CheckTotal429 && f.RateLimited > t.MaxRateLimited {
+		out = append(out, fmt.Sprintf("%d 429s in all > %d", f.RateLimited, t.MaxRateLimited))
+	}
 	if t.Check429 && !(f.Per100() <= t.MaxPer100) {
 		out = append(out, fmt.Sprintf("%.1f 429s per 100 accepted > %g", f.Per100(), t.MaxPer100))
 	}
@@ -217,7 +233,12 @@ func Run(ctx context.Context, o Options, cases []Case) ([]Result, error) {
 		return nil, err
 	}
 	var out []Result
+	all := o
 	for _, c := range cases {
+		o := all
+		if c.Jobs > 0 {
+			o.Jobs = c.Jobs
+		}
 		r := Result{Case: c}
 		o.Logger.Info("bench: case starts", "case", c.Name, "client", "kontextq", "jobs", o.Jobs,
 			"limit", fmt.Sprintf("%d/%s", o.Limit, o.Window), "processes", c.Processes, "told", c.Told)
@@ -243,6 +264,7 @@ func Run(ctx context.Context, o Options, cases []Case) ([]Result, error) {
 
 func logFigures(log *slog.Logger, c Case, f Figures) {
 	log.Info("bench: case done", "case", c.Name, "client", f.Client, "utilisation", pct(f.Utilisation),
+		"span_utilisation", pct(f.SpanUtilisation),
 		"429s_per_100", fmt.Sprintf("%.1f", f.Per100()), "late_429s", f.LateRateLimited,
 		"elapsed", f.Elapsed.Round(10*time.Millisecond), "vs_ideal", fmt.Sprintf("%.2f", f.VsIdeal()),
 		"archived", f.Archived, "failed", f.Failed)

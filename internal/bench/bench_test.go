@@ -63,6 +63,33 @@ func TestUtilisation(t *testing.T) {
 	}
 }
 
+func TestSpanUtilisation(t *testing.T) {
+	const limit = 4
+	w := time.Second
+	tests := []struct {
+		name     string
+		accepted []time.Time
+		storm    interval
+		want     float64
+	}{
+		{"each window sent at once as it frees", at(0, 1, 2, 3, 1004, 1005, 1006, 1007), interval{}, 8 / (4 * 2.007)},
+		{"one window sent at once", at(0, 0, 0, 0), interval{}, 1},
+		{"spaced evenly at the limit wastes a window", evenly(8, 250*time.Millisecond), interval{}, 8 / (4 * 2.75)},
+		{"an idle window counts", at(0, 1, 2, 3, 2000, 2001, 2002, 2003), interval{}, 8 / (4 * 3.003)},
+		{"the storm is left out of the span", at(0, 1, 2, 3, 5000, 5001, 5002, 5003),
+			interval{t0.Add(1000 * time.Millisecond), t0.Add(4000 * time.Millisecond)}, 8 / (4 * 3.003)},
+		{"nothing accepted", nil, interval{}, math.NaN()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := spanUtilisation(tt.accepted, limit, w, tt.storm)
+			if !(math.IsNaN(got) && math.IsNaN(tt.want) || math.Abs(got-tt.want) < 1e-9) {
+				t.Errorf("spanUtilisation = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
 func TestLateRateLimited(t *testing.T) {
 	w := time.Second
 	ans := func(ms, code int) answer { return answer{at: t0.Add(time.Duration(ms) * time.Millisecond), code: code} }
@@ -90,8 +117,8 @@ func TestLateRateLimited(t *testing.T) {
 
 func TestMisses(t *testing.T) {
 	cases := Cases()
-	one, overtold, storm := cases[0], cases[2], cases[3]
-	good := Figures{Jobs: 300, Archived: 300, Accepted: 300, Utilisation: 0.98}
+	one, overtold, storm, idle := cases[0], cases[2], cases[3], cases[4]
+	good := Figures{Jobs: 300, Archived: 300, Accepted: 300, Utilisation: 0.98, SpanUtilisation: 0.98}
 	tests := []struct {
 		name string
 		c    Case
@@ -102,6 +129,8 @@ func TestMisses(t *testing.T) {
 		{"utilisation low", one, with(good, func(f *Figures) { f.Utilisation = 0.9 }), []string{"utilisation 90.0% < 97.0%"}},
 		{"utilisation unmeasured", one, with(good, func(f *Figures) { f.Utilisation = math.NaN() }), []string{"utilisation not measured: no whole window to measure (use more --jobs)"}},
 		{"too many 429s", one, with(good, func(f *Figures) { f.RateLimited = 6 }), []string{"2.0 429s per 100 accepted > 1"}},
+		{"wasted first window", idle, with(good, func(f *Figures) { f.SpanUtilisation = 0.75 }), []string{"utilisation over the span 75.0% < 97.0%"}},
+		{"429s in all", overtold, with(good, func(f *Figures) { f.RateLimited = 11 }), []string{"11 429s in all > 10"}},
 		{"late 429s", overtold, with(good, func(f *Figures) { f.RateLimited, f.LateRateLimited = 5, 1 }), []string{"1 429s after the first 3 windows"}},
 		{"a failure", storm, with(good, func(f *Figures) { f.Archived, f.Failed = 299, 1 }), []string{"299 of 300 jobs archived, 1 failed"}},
 		{"the storm case has no rate target", storm, with(good, func(f *Figures) { f.Utilisation, f.RateLimited = 0.2, 90 }), nil},
@@ -127,10 +156,10 @@ func TestSelectCases(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"", "one,four,overtold,storm", ""},
-		{"all", "one,four,overtold,storm", ""},
+		{"", "one,four,overtold,storm,idle60,four200", ""},
+		{"all", "one,four,overtold,storm,idle60,four200", ""},
 		{"storm, one", "storm,one", ""},
-		{"one,five", "", `unknown case "five": want all or some of one, four, overtold, storm`},
+		{"one,five", "", `unknown case "five": want all or some of one, four, overtold, storm, idle60, four200`},
 	}
 	for _, tt := range tests {
 		cs, err := SelectCases(tt.in)
@@ -227,6 +256,7 @@ func BenchmarkRateLimit(b *testing.B) {
 	}
 	k, n := rs[0].Kontextq, rs[0].Naive
 	b.ReportMetric(100*k.Utilisation, "util-%")
+	b.ReportMetric(100*k.SpanUtilisation, "span-util-%")
 	b.ReportMetric(k.Per100(), "429s/100")
 	b.ReportMetric(k.VsIdeal(), "x-ideal")
 	b.ReportMetric(100*n.Utilisation, "naive-util-%")

@@ -30,6 +30,10 @@ type Figures struct {
 	Utilisation float64
 	// Windows is the number of whole windows Utilisation was measured over.
 	Windows int
+	// SpanUtilisation is accepted calls ÷ (limit × (span from the first to the last accepted
+	// call + one window) ÷ window): see spanUtilisation. Unlike Utilisation it counts the first
+	// window and the last, so a client that wastes either scores less.
+	SpanUtilisation float64
 	// Elapsed is the batch's wall time, from the start of work to the last job archived.
 	Elapsed time.Duration
 	// Ideal is the least time the limit allows: Jobs / limit × window, plus the storm's length
@@ -102,6 +106,38 @@ func utilisation(accepted []time.Time, limit int, window time.Duration, skip int
 		return math.NaN(), 0
 	}
 	return float64(sum) / float64(limit*n), n
+}
+
+// spanUtilisation is accepted calls ÷ (limit × (span from the first to the last accepted call +
+// one window) ÷ window), the share of the limit used from the first call on: a client that sends
+// its first window at once and every later one as soon as it frees scores 1, one that spaces its
+// calls evenly scores n ÷ (n + limit - 1) for n calls. The storm's length, when the run had one,
+// is taken off the span (nothing can be accepted during it). NaN when nothing was accepted.
+func spanUtilisation(accepted []time.Time, limit int, window time.Duration, storm interval) float64 {
+	if len(accepted) == 0 || limit <= 0 || window <= 0 {
+		return math.NaN()
+	}
+	first, last := accepted[0], accepted[0]
+	for _, t := range accepted {
+		if t.Before(first) {
+			first = t
+		}
+		if t.After(last) {
+			last = t
+		}
+	}
+	span := last.Sub(first)
+	if storm.overlaps(first, last) {
+		from, to := storm.from, storm.to
+		if from.Before(first) {
+			from = first
+		}
+		if to.After(last) {
+			to = last
+		}
+		span -= to.Sub(from)
+	}
+	return float64(len(accepted)) / (float64(limit) * (span + window).Seconds() / window.Seconds())
 }
 
 // answer is one generate answer as the simulator's middleware saw it: when the request arrived

@@ -13,15 +13,15 @@ import (
 func Markdown(w io.Writer, o Options, rs []Result) error {
 	_ = o.defaults()
 	var b strings.Builder
-	b.WriteString("| case | client | utilisation of the true limit | 429s per 100 accepted | 429s after the first 3 windows | time (ideal) | time vs ideal | archived / failed | target |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| case | client | jobs | utilisation of the true limit | utilisation over the span | 429s (per 100 accepted) | 429s after the first 3 windows | time (ideal) | time vs ideal | archived / failed | target |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rs {
 		row(&b, r.Case, r.Kontextq, verdict(r))
 		if r.Naive != nil {
 			row(&b, r.Case, *r.Naive, "")
 		}
 	}
-	fmt.Fprintf(&b, "\nTrue limit %d per %s (Kie's 20 per 10 s compressed %.0f×); %d jobs per case; median generation %s; "+
+	fmt.Fprintf(&b, "\nTrue limit %d per %s (Kie's 20 per 10 s compressed %.0f×); %d jobs per case unless the case names its own; median generation %s; "+
 		"submit workers %d per process; poll %s; naive client %d goroutines per process, sleeping %s on a 429 and polling every %s; storm %s.\n",
 		o.Limit, o.Window, float64(kieWindow)/float64(o.Window), o.Jobs, o.GenTime, o.SubmitWorkers, o.PollInterval,
 		o.NaiveConcurrency, o.compress(naiveSleepOn429), o.compress(naivePollEvery), o.Storm)
@@ -34,8 +34,8 @@ func row(b *strings.Builder, c Case, f Figures, target string) {
 	if c.Storm {
 		late += " (outside the storm)"
 	}
-	fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s (%s) | %s | %d / %d | %s |\n",
-		c.Title, f.Client, pct(f.Utilisation), num(f.Per100(), 1), late,
+	fmt.Fprintf(b, "| %s | %s | %d | %s | %s | %d (%s) | %s | %s (%s) | %s | %d / %d | %s |\n",
+		c.Title, f.Client, f.Jobs, pct(f.Utilisation), pct(f.SpanUtilisation), f.RateLimited, num(f.Per100(), 1), late,
 		f.Elapsed.Round(100*time.Millisecond), f.Ideal.Round(100*time.Millisecond), num(f.VsIdeal(), 2)+"×",
 		f.Archived, f.Failed, target)
 }
@@ -54,8 +54,14 @@ func describe(t Target) string {
 	if t.MinUtilisation > 0 {
 		parts = append(parts, fmt.Sprintf("≥ %s", pct(t.MinUtilisation)))
 	}
+	if t.MinSpanUtilisation > 0 {
+		parts = append(parts, fmt.Sprintf("≥ %s over the span", pct(t.MinSpanUtilisation)))
+	}
 	if t.Check429 {
 		parts = append(parts, fmt.Sprintf("≤ %g 429s/100", t.MaxPer100))
+	}
+	if t.CheckTotal429 {
+		parts = append(parts, fmt.Sprintf("≤ %d 429s in all", t.MaxRateLimited))
 	}
 	if t.NoLate429 {
 		parts = append(parts, fmt.Sprintf("none after %d windows", WarmupWindows))

@@ -144,6 +144,7 @@ func (s *simServer) figures(o Options) Figures {
 		LateRateLimited: lateRateLimited(answers, o.Window, storm),
 	}
 	f.Utilisation, f.Windows = utilisation(accepted, o.Limit, o.Window, storm)
+	f.SpanUtilisation = spanUtilisation(accepted, o.Limit, o.Window, storm)
 	return f
 }
 
