@@ -31,7 +31,7 @@ func BenchmarkAllow(b *testing.B) {
 			Rate: Rate{1_000_000, time.Second}})
 		b.ResetTimer()
 		for range b.N {
-			if res, err := l.Allow(ctx); err != nil || !res.Allowed {
+			if res, err := allow(ctx, l); err != nil || !res.Allowed {
 				b.Fatalf("Allow: %+v, %v", res, err)
 			}
 		}
@@ -42,12 +42,12 @@ func BenchmarkAllow(b *testing.B) {
 		runs++
 		l := New(env.Client, Options{Name: "bench-denied", Account: fmt.Sprint("a", runs), Prefix: env.Prefix,
 			Rate: Rate{1, time.Hour}})
-		if res, err := l.Allow(ctx); err != nil || !res.Allowed {
+		if res, err := allow(ctx, l); err != nil || !res.Allowed {
 			b.Fatalf("first Allow: %+v, %v", res, err)
 		}
 		b.ResetTimer()
 		for range b.N {
-			if res, _ := l.Allow(ctx); res.Allowed {
+			if res, _ := allow(ctx, l); res.Allowed {
 				b.Fatal("granted twice in an hour")
 			}
 		}

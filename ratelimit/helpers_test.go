@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"context"
 	"sort"
 	"sync"
 	"testing"
@@ -76,4 +77,16 @@ func maxInWindow(times []time.Time, per time.Duration) int {
 		best = max(best, hi-lo+1)
 	}
 	return best
+}
+
+// result is the outcome of one attempt that does not wait.
+type result struct {
+	Allowed    bool
+	RetryAfter time.Duration
+}
+
+// allow asks l for a token without waiting: WaitAtMost with no time to wait.
+func allow(ctx context.Context, l *Limiter) (result, error) {
+	ok, retry, err := l.WaitAtMost(ctx, 0)
+	return result{Allowed: ok, RetryAfter: retry}, err
 }

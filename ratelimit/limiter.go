@@ -4,13 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/time/rate"
 )
 
 // ErrWouldExceedDeadline is returned (wrapped) by Wait and WaitAtMost when the context's deadline
@@ -18,24 +16,14 @@ import (
 // instead of letting it wait for nothing.
 var ErrWouldExceedDeadline = errors.New("ratelimit: no token can be granted before the context deadline")
 
-// Result is the outcome of Allow.
-type Result struct {
-	// Allowed reports whether a token was granted: the call may be made now.
-	Allowed bool
-	// RetryAfter, when not Allowed, is how long until a token could be granted (the end of a
-	// cool-down, the account's next free slot, or a short back-off after a Redis error).
-	RetryAfter time.Duration
-}
-
 // Limiter hands out the tokens of one budget (Options.Name) of one account, shared through
 // Redis by every process that uses the same Prefix, Account and Name. It is safe for
 // concurrent use.
 type Limiter struct {
-	rdb    redis.UniversalClient
-	o      Options
-	keys   []string
-	span   time.Duration // Per*(1+Margin): the window grants are spaced over
-	logLen int64
+	rdb  redis.UniversalClient
+	o    Options
+	keys []string
+	span time.Duration // Per*(1+Margin): the window the grant log is counted over
 
 	// turn is held by the one goroutine of this process that is asking Redis for a slot or
 	// waiting for the slot it was given. A process thus holds at most one future slot, so
@@ -43,12 +31,10 @@ type Limiter struct {
 	turn chan struct{}
 
 	mu sync.Mutex
-	// pace mirrors the shared bucket locally (burst 1 at the account's current rate): within
-	// one interval of this process's own last grant, Redis would certainly deny, so Allow does
-	// not ask and Wait does not try.
-	pace *rate.Limiter
-	// notBefore is the earliest free slot Redis last told of (a denial or a cool-down): the
-	// shared slot time only moves forward, so asking before it is certain to fail.
+	// notBefore is the earliest free slot Redis last told of: with a grant, when the next one
+	// could fit; with a denial or a cool-down, when the slot asked for frees up. Only other
+	// grants, and not the passing of time, can make the log fuller, so asking before it is
+	// certain to fail and is not done.
 	notBefore time.Time
 	st        Stats
 
@@ -68,57 +54,17 @@ func New(rdb redis.UniversalClient, o Options) *Limiter {
 	span := time.Duration(float64(o.Rate.Per) * (1 + o.Margin))
 	configured := float64(o.Rate.Events) / span.Seconds()
 	return &Limiter{
-		rdb:    rdb,
-		o:      o,
-		keys:   []string{key, key + ":log"},
-		span:   span,
-		logLen: int64(2*o.Rate.Events + 16),
-		turn:   make(chan struct{}, 1),
-		pace:   rate.NewLimiter(rate.Limit(configured), 1),
+		rdb:  rdb,
+		o:    o,
+		keys: []string{key, key + ":grants"},
+		span: span,
+		turn: make(chan struct{}, 1),
 		st: Stats{
 			Name:           o.Name,
 			CurrentRate:    configured,
 			ConfiguredRate: configured,
 		},
 	}
-}
-
-// Shape returns the local token bucket that never admits more than r.Events in any window of
-// length r.Per, with margin as in Options.Margin: burst 1 at r.Events per r.Per*(1+margin).
-// A larger burst b at the same rate admits b-1 extra calls in some window (burst 20 at 20/10s
-// admits 39), and each unit of burst beyond 1 must be paid for with a slower rate, so burst 1 is
-// the shape that keeps most of the throughput. The cost of the margin is margin/(1+margin) of
-// it: 2% for the default.
-func Shape(r Rate, margin float64) (rate.Limit, int) {
-	if r.Events <= 0 || r.Per <= 0 {
-		return 0, 0
-	}
-	return rate.Limit(float64(r.Events) / (r.Per.Seconds() * (1 + margin))), 1
-}
-
-// Allow asks for one token now, in at most one Redis round trip (none when the answer is
-// certainly no). It never waits. On a Redis error it denies, with RetryAfter set to
-// Options.ErrorRetry, and returns the error: an unreachable Redis never turns into a burst.
-func (l *Limiter) Allow(ctx context.Context) (Result, error) {
-	now := l.o.Now()
-	l.mu.Lock()
-	d := l.localWaitLocked(now)
-	if d > 0 {
-		l.st.Denied++
-		s := l.st
-		l.mu.Unlock()
-		l.observe(EventDenied, s)
-		return Result{RetryAfter: d}, nil
-	}
-	l.mu.Unlock()
-	g, err := l.take(ctx, now, 0)
-	if err != nil {
-		return Result{RetryAfter: l.o.ErrorRetry}, err
-	}
-	if !g.allowed {
-		return Result{RetryAfter: g.wait}, nil
-	}
-	return Result{Allowed: true}, nil
 }
 
 // Wait blocks until a token is granted or ctx ends. It fails at once, with an error wrapping
@@ -164,13 +110,17 @@ func (l *Limiter) Stats() Stats {
 type grant struct {
 	allowed bool
 	// wait is the delay until the granted slot, or, when denied, until the next free slot.
-	wait      time.Duration
-	slot, tat string // for release
+	wait time.Duration
+	// next is the delay until a further grant could fit, after this one.
+	next time.Duration
+	// member names the grant in the log, for release.
+	member string
 }
 
-// take runs the take script once: a grant of a slot at most maxDelay ahead, or a denial.
+// take runs the take script once: a grant of a slot at most maxDelay ahead, or a denial. A
+// denial is not counted here: the caller counts the denials it returns.
 func (l *Limiter) take(ctx context.Context, now time.Time, maxDelay time.Duration) (grant, error) {
-	args := append(l.argv(), maxDelay.Microseconds(), l.logLen)
+	args := append(l.argv(), maxDelay.Microseconds())
 	v, err := takeScript.Run(ctx, l.rdb, l.keys, args...).Slice()
 	var g grant
 	var sh shared
@@ -187,20 +137,15 @@ func (l *Limiter) take(ctx context.Context, now time.Time, maxDelay time.Duratio
 		return grant{}, fmt.Errorf("ratelimit %s: take: %w", l.o.Name, err)
 	}
 	l.applyLocked(now, sh)
-	kind := EventGranted
-	if g.allowed {
-		l.st.Granted++
-		if l.pace.TokensAt(now) >= 1 {
-			l.pace.AllowN(now, 1)
-		}
-	} else {
-		kind = EventDenied
-		l.st.Denied++
-		l.notBefore = later(l.notBefore, now.Add(g.wait))
+	l.notBefore = later(l.notBefore, now.Add(g.next))
+	if !g.allowed {
+		l.mu.Unlock()
+		return g, nil
 	}
+	l.st.Granted++
 	s := l.st
 	l.mu.Unlock()
-	l.observe(kind, s)
+	l.observe(EventGranted, s)
 	return g, nil
 }
 
@@ -212,7 +157,7 @@ func (l *Limiter) release(g grant) {
 	l.mu.Lock()
 	l.st.RoundTrips++
 	l.mu.Unlock()
-	_ = releaseScript.Run(ctx, l.rdb, l.keys, g.slot, g.tat).Err()
+	_ = releaseScript.Run(ctx, l.rdb, l.keys, g.member).Err()
 }
 
 func (l *Limiter) throttle(ctx context.Context, retryAfter time.Duration, learn bool) error {
@@ -243,7 +188,6 @@ func (l *Limiter) throttle(ctx context.Context, retryAfter time.Duration, learn 
 		l.st.CooldownUntil = later(l.st.CooldownUntil, l.notBefore)
 		if learn {
 			l.st.CurrentRate = max(l.st.CurrentRate*decrease, l.st.ConfiguredRate*l.o.MinRate)
-			l.pace.SetLimitAt(now, rate.Limit(l.st.CurrentRate))
 		}
 		s := l.st
 		l.mu.Unlock()
@@ -291,10 +235,8 @@ func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) (bool, time.D
 			now := l.o.Now()
 			l.mu.Lock()
 			retry := l.localWaitLocked(now) + l.intervalLocked()
-			l.st.Denied++
-			s := l.st
 			l.mu.Unlock()
-			l.observe(EventDenied, s)
+			l.countDenied()
 			return false, retry, nil
 		}
 	}
@@ -314,7 +256,7 @@ func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) (bool, time.D
 		}
 		horizon = max(horizon, 0)
 		l.mu.Lock()
-		attempt := later(now.Add(l.paceDelayLocked(now)), l.notBefore.Add(-horizon))
+		attempt := l.notBefore.Add(-horizon)
 		l.mu.Unlock()
 		if d := attempt.Sub(now); d > 0 {
 			if err := sleep(ctx, d); err != nil {
@@ -349,7 +291,9 @@ func (l *Limiter) hopeless(now time.Time, bounded bool, limit, deadline time.Tim
 		l.countDenied()
 		return false, earliest.Sub(now), fmt.Errorf("ratelimit %s: wait: %w", l.o.Name, ErrWouldExceedDeadline)
 	}
-	if bounded && earliest.After(limit) {
+	// An attempt that may succeed now is made even when the bound has just passed: the bound is
+	// about waiting, and a zero one asks for a token without waiting.
+	if bounded && earliest.After(now) && earliest.After(limit) {
 		l.countDenied()
 		return false, earliest.Sub(now), nil
 	}
@@ -365,23 +309,12 @@ func (l *Limiter) countDenied() {
 }
 
 // localWaitLocked is how long until an attempt could possibly succeed, as far as this process
-// knows: the last known free slot, and one interval after its own last grant.
+// knows: the last free slot Redis told of.
 func (l *Limiter) localWaitLocked(now time.Time) time.Duration {
-	return max(l.notBefore.Sub(now), l.paceDelayLocked(now), 0)
+	return max(l.notBefore.Sub(now), 0)
 }
 
-func (l *Limiter) paceDelayLocked(now time.Time) time.Duration {
-	tokens := l.pace.TokensAt(now)
-	if tokens >= 1 {
-		return 0
-	}
-	lim := float64(l.pace.Limit())
-	if lim <= 0 {
-		return l.o.Rate.Per
-	}
-	return time.Duration(math.Ceil((1 - tokens) / lim * float64(time.Second)))
-}
-
+// intervalLocked is one slot at the current rate: the window divided by the grants it holds.
 func (l *Limiter) intervalLocked() time.Duration {
 	if l.st.CurrentRate <= 0 {
 		return l.o.Rate.Per
@@ -397,9 +330,6 @@ type shared struct {
 }
 
 func (l *Limiter) applyLocked(now time.Time, sh shared) {
-	if sh.rate > 0 && sh.rate != l.st.CurrentRate {
-		l.pace.SetLimitAt(now, rate.Limit(sh.rate))
-	}
 	l.st.CurrentRate = sh.rate
 	l.st.LearnedCeiling = sh.ceil
 	if sh.coolLeft > 0 {
@@ -438,15 +368,15 @@ func parseTake(v []any) (grant, shared, error) {
 	r, err2 := float(v[2])
 	ceil, ok2 := v[3].(int64)
 	cool, err3 := micros(v[4])
-	slot, _ := v[5].(string)
-	tat, _ := v[6].(string)
+	member, _ := v[5].(string)
+	next, err4 := micros(v[6])
 	if !ok1 || !ok2 {
 		return grant{}, shared{}, fmt.Errorf("unexpected take reply %v", v)
 	}
-	if err := errors.Join(err1, err2, err3); err != nil {
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return grant{}, shared{}, fmt.Errorf("unexpected take reply: %w", err)
 	}
-	return grant{allowed: allowed == 1, wait: wait, slot: slot, tat: tat},
+	return grant{allowed: allowed == 1, wait: wait, next: next, member: member},
 		shared{rate: r, ceil: int(ceil), coolLeft: cool}, nil
 }
 

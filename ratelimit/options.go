@@ -9,8 +9,9 @@ import (
 
 // Defaults applied by New to zero-valued Options fields.
 const (
-	// DefaultMargin widens the window the limiter spaces grants over by 2%: 200 ms of slack per
-	// 10 s window for calls whose arrival at the server jitters. It costs 2% of the throughput.
+	// DefaultMargin is the arrival margin as a fraction of the window: a grant counts as
+	// arriving up to 2% of the window after it was given (200 ms at 20/10s, 40 ms at 20/2s). It
+	// costs 2% of the throughput.
 	DefaultMargin = 0.02
 	// DefaultMinRate is the floor the adaptive rate never falls below, as a fraction of Rate:
 	// 1 call per window at 20/10s, so a throttled account still probes whether Kie is back.
@@ -42,14 +43,15 @@ type Options struct {
 	// key). Every process that uses the same Prefix, Account and Name shares one budget.
 	Account string
 	// Prefix is the Redis key namespace, e.g. "kontextq:". Keys are
-	// Prefix + "ratelimit:{" + Account + "/" + Name + "}" and the same with ":log".
+	// Prefix + "ratelimit:{" + Account + "/" + Name + "}" and the same with ":grants".
 	Prefix string
 	// Rate is the limit as the API states it, e.g. {20, 10s}: at most Events in any window of
 	// length Per.
 	Rate Rate
-	// Margin widens the window the limiter spaces grants over to Per*(1+Margin), absorbing
-	// jitter between the grant and the call's arrival at the server. Zero means DefaultMargin;
-	// it must be below 0.5.
+	// Margin is how late, as a fraction of Per, a call may reach the server after its grant
+	// and still never make the server see more than Events in a window: the limiter keeps every
+	// closed window of Per*(1+Margin) within Events. Zero means DefaultMargin; it must be
+	// below 0.5.
 	Margin float64
 	// MinRate is the floor of the adaptive rate as a fraction of Rate. Zero means DefaultMinRate.
 	MinRate float64

@@ -2,18 +2,20 @@ package ratelimit
 
 import "github.com/redis/go-redis/v9"
 
-// The shared state of one budget lives in a hash (KEYS[1]) and a list of recent grant times
-// (KEYS[2]); both keys carry the same hash tag, so the scripts also run on Redis Cluster.
-// Times are integer microseconds of Redis TIME, stored with %d because Lua's default number
-// formatting keeps only 14 digits. Hash fields:
+// The shared state of one budget lives in a hash (KEYS[1]) and a sorted set of grants (KEYS[2]),
+// the log: one member per grant, scored by the time it was granted for. Both keys carry the same
+// hash tag, so the scripts also run on Redis Cluster. Times are integer microseconds of Redis
+// TIME, passed and stored with %d because Lua's default number formatting keeps only 14 digits.
+// Hash fields:
 //
-//	tat      next free slot: no grant before it (burst 1, so one slot per interval)
-//	rate     current adaptive rate, events per second
+//	rate     current adaptive rate, events per second (a window of span holds rate*span grants)
 //	upd      when the additive increase was last applied
 //	cool     no grant before this (429 cool-down, maintenance pause)
 //	ceil     ceiling learned from 429s, events per Per (0: none, use the configured Events)
 //	ceil_at  when ceil was learned; it is forgotten ProbeAfter later
+//	seq      grant counter, which makes the log's members unique
 //	ep, ep_end, ep_rate     current 429 episode: start, end of its cool-down, rate at its start
+//	ep_jit   1 when the episode is jitter (a lone 429 at the ceiling): it teaches nothing
 //	prev_ceil, last_prev, last_end   ceilings before this and the previous episode, and the
 //	                                 previous episode's end: to undo what a storm taught
 //
@@ -42,13 +44,12 @@ local ttl = tonumber(ARGV[8])
 local function int(x) return string.format('%d', x) end
 local function flt(x) return string.format('%.17g', x) end
 
-local h = redis.call('HMGET', skey, 'tat', 'cool', 'rate', 'upd', 'ceil', 'ceil_at')
-local tat = tonumber(h[1]) or 0
-local cool = tonumber(h[2]) or 0
-local rate = tonumber(h[3])
-local upd = tonumber(h[4]) or now
-local ceil = tonumber(h[5]) or 0
-local ceil_at = tonumber(h[6]) or 0
+local h = redis.call('HMGET', skey, 'cool', 'rate', 'upd', 'ceil', 'ceil_at')
+local cool = tonumber(h[1]) or 0
+local rate = tonumber(h[2])
+local upd = tonumber(h[3]) or now
+local ceil = tonumber(h[4]) or 0
+local ceil_at = tonumber(h[5]) or 0
 
 -- A learned ceiling is trusted for a while only: forgetting it is how the limiter probes
 -- above it again, rarely.
@@ -73,9 +74,33 @@ if now > from then
 end
 rate = math.max(floor, math.min(cap, rate))
 
+-- allowance is how many grants a window may hold at the current rate, and that window: n per
+-- span, or, below one per span, one per 1/rate.
+local function allowance()
+  local n = math.floor(rate * span / 1e6 + 1e-9)
+  if n >= 1 then return n, span end
+  return 1, math.ceil(1e6 / rate)
+end
+
+-- Grants older than two windows can no longer hold a grant back nor be measured.
+local _, oldest = allowance()
+redis.call('ZREMRANGEBYSCORE', lkey, '-inf', '(' .. int(now - 2 * math.max(span, oldest)))
+
+-- earliest is the first time at or after t when one more grant fits: not in a cool-down, not
+-- before the newest grant (grants enter the log in time order), and more than a window after the
+-- n-th newest, so that no closed window of that length ever holds more than n grants.
+local function earliest(t)
+  local n, win = allowance()
+  local s = math.max(t, cool)
+  local top = redis.call('ZREVRANGE', lkey, 0, 0, 'WITHSCORES')
+  if #top > 0 then s = math.max(s, tonumber(top[2])) end
+  local nth = redis.call('ZREVRANGE', lkey, n - 1, n - 1, 'WITHSCORES')
+  if #nth > 0 then s = math.max(s, tonumber(nth[2]) + win + 1) end
+  return s
+end
+
 local function save(extra)
-  local args = {'tat', int(tat), 'cool', int(cool), 'rate', flt(rate), 'upd', int(upd),
-    'ceil', int(ceil), 'ceil_at', int(ceil_at)}
+  local args = {'cool', int(cool), 'rate', flt(rate), 'upd', int(upd), 'ceil', int(ceil), 'ceil_at', int(ceil_at)}
   for i = 1, #extra do args[#args + 1] = extra[i] end
   redis.call('HSET', skey, unpack(args))
   local ms = math.max(ttl, math.ceil((cool - now) / 1000) + ttl)
@@ -84,35 +109,40 @@ local function save(extra)
 end
 `
 
-// takeScript grants the next slot if it is at most ARGV[9] µs away. Burst is 1: consecutive
-// slots are at least 1/rate apart, and rate never exceeds events/span, so no window of length
-// span holds more than events grants and no window of length per more than events/(1+margin)+1.
+// takeScript grants the earliest slot that fits the window if it is at most ARGV[9] µs away.
+// Slots fit when no closed window of length span holds more than rate*span of them, and
+// rate*span never exceeds events: a call granted for a slot may reach the API up to span-per
+// late and the API still never sees more than events in any window of length per.
 //
-// ARGV 9 max delay (µs)   10 length of the grant log.
-// Returns {allowed, delay or retry-after (µs), rate, ceil, cool-down left (µs), slot, tat}.
+// ARGV 9 max delay (µs).
+// Returns {allowed, delay or retry-after (µs), rate, ceil, cool-down left (µs), member,
+// time from now until a further grant could fit (µs)}.
 var takeScript = redis.NewScript(prelude + `
 local maxd = tonumber(ARGV[9])
-local loglen = tonumber(ARGV[10])
-local slot = math.max(tat, now, cool)
+local slot = earliest(now)
 if slot - now > maxd then
-  return {0, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), '', ''}
+  return {0, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), '', int(slot - now)}
 end
-tat = math.ceil(slot + 1e6 / rate)
-redis.call('LPUSH', lkey, int(slot))
-redis.call('LTRIM', lkey, 0, loglen - 1)
+local member = int(slot) .. '-' .. redis.call('HINCRBY', skey, 'seq', 1)
+redis.call('ZADD', lkey, int(slot), member)
+local nxt = earliest(slot)
 save({})
-return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), int(slot), int(tat)}
+return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), member, int(nxt - now)}
 `)
 
 // throttleScript records a refused call (429, or maintenance when ARGV[10] is "0").
 //
-// A 429 starts an episode unless one is still cooling down. The grants accepted in the window
-// before the episode's start (the log, less one entry per refused call) measure the true limit:
-// below learnBelow of the current ceiling it becomes the new ceiling. A window that accepted
-// nothing measures nothing (Kie refusing everything, not a rate limit): it restores the ceiling
-// from before the storm instead, so a storm can never teach a ceiling of 0. An episode cools
-// down for a window, except a lone one (no episode ended in the window before it) whose window
-// was filled to the ceiling: that is jitter, and it cools down for one slot.
+// The refused call was granted but not accepted, so its grant leaves the log (the newest grant
+// already due: which of the calls in flight was refused is not known, and they are alike). A 429
+// starts an episode unless one is still cooling down. The grants left in the window of length
+// span before the episode's start measure the true limit: below learnBelow of the current
+// ceiling it becomes the new ceiling; every further 429 of the episode takes one more grant off
+// and measures again. A window that accepted nothing measures nothing (Kie refusing everything,
+// not a rate limit): it restores the ceiling from before the storm instead, so a storm can never
+// teach a ceiling of 0. An episode cools down for a window, except a lone one (no episode ended
+// in the window before it) whose window was filled to the ceiling: that is jitter, it cools
+// down for one slot and teaches nothing, unless its further 429s take the window below
+// learnBelow of the ceiling: then it was no jitter, and cools down and measures as any other.
 //
 // ARGV 9 retry-after (µs, 0 if none)   10 "1" learn from it (429) or "0" (maintenance)
 // 11 multiplicative decrease   12 learnBelow.
@@ -122,16 +152,17 @@ local retry = tonumber(ARGV[9])
 local learn = ARGV[10] == '1'
 local beta = tonumber(ARGV[11])
 local below = tonumber(ARGV[12])
-local e = redis.call('HMGET', skey, 'ep', 'ep_end', 'ep_rate', 'prev_ceil', 'last_prev', 'last_end')
+local e = redis.call('HMGET', skey, 'ep', 'ep_end', 'ep_rate', 'ep_jit', 'prev_ceil', 'last_prev', 'last_end')
 local ep = tonumber(e[1]) or 0
 local ep_end = tonumber(e[2]) or 0
 local ep_rate = tonumber(e[3]) or rate
-local prev_ceil = tonumber(e[4]) or 0
-local last_prev = tonumber(e[5]) or 0
-local last_end = tonumber(e[6]) or 0
+local ep_jit = tonumber(e[4]) or 0
+local prev_ceil = tonumber(e[5]) or 0
+local last_prev = tonumber(e[6]) or 0
+local last_end = tonumber(e[7]) or 0
 
--- The refused call was granted but not accepted: drop one grant from the record.
-redis.call('LPOP', lkey)
+local due = redis.call('ZREVRANGEBYSCORE', lkey, int(now), '-inf', 'LIMIT', 0, 1)
+if #due > 0 then redis.call('ZREM', lkey, due[1]) end
 local m = -1
 if not learn then
   if retry <= 0 then retry = per end
@@ -140,29 +171,35 @@ else
   local fresh = now >= ep_end
   if fresh then
     last_prev, prev_ceil, last_end = prev_ceil, ceil, ep_end
-    ep, ep_rate = now, rate
+    ep, ep_rate, ep_jit = now, rate, 0
   end
-  m = 0
-  local v = redis.call('LRANGE', lkey, 0, -1)
-  for i = 1, #v do
-    local t = tonumber(v[i])
-    if t <= ep and t > ep - per then m = m + 1 end
-  end
+  m = redis.call('ZCOUNT', lkey, '(' .. int(ep - span), int(ep))
   if fresh then
-    -- A lone 429 after a window the account filled to its ceiling is jitter: calls spaced to
-    -- fit reached Kie bunched. The window frees up as its oldest call leaves it, about one
-    -- slot later, so skipping one slot is enough; a second 429 within a window says it is not
+    -- A lone 429 after a window the account filled to its ceiling is jitter: calls that fit
+    -- reached Kie bunched. Kie's window frees up as its oldest call leaves it, about one slot
+    -- later, so skipping one slot is enough; a second 429 within a window says it is not
     -- jitter and cools down for the whole window.
     local hold = per
     local lone = last_end == 0 or ep - last_end >= per
-    if lone and m > 0 and m >= below * ceilEvents(prev_ceil) then hold = math.ceil(1e6 / rate) end
+    if lone and m > 0 and m >= below * ceilEvents(prev_ceil) then
+      hold = math.ceil(1e6 / rate)
+      ep_jit = 1
+    end
     ep_end = now + math.max(retry, hold)
-  elseif now + retry > ep_end then
-    ep_end = now + retry
+  else
+    if ep_jit == 1 and m < below * ceilEvents(prev_ceil) then
+      -- More calls of the jitter's window were refused than jitter explains: the window was
+      -- over the limit after all. The episode cools down for a window and measures.
+      ep_jit = 0
+      ep_end = math.max(ep_end, ep + per)
+    end
+    if now + retry > ep_end then ep_end = now + retry end
   end
   cool = math.max(cool, ep_end)
 
-  if m == 0 then
+  if ep_jit == 1 then
+    -- Jitter: the rate and the ceiling stand.
+  elseif m == 0 then
     if last_end > 0 and ep - last_end < per then
       ceil, prev_ceil = last_prev, last_prev
     else
@@ -179,19 +216,16 @@ else
   rate = math.max(floor, math.min(cap, rate))
   upd = now
 end
-save({'ep', int(ep), 'ep_end', int(ep_end), 'ep_rate', flt(ep_rate), 'prev_ceil', int(prev_ceil),
-  'last_prev', int(last_prev), 'last_end', int(last_end)})
+save({'ep', int(ep), 'ep_end', int(ep_end), 'ep_rate', flt(ep_rate), 'ep_jit', int(ep_jit),
+  'prev_ceil', int(prev_ceil), 'last_prev', int(last_prev), 'last_end', int(last_end)})
 return {flt(rate), ceil, int(math.max(0, cool - now)), m}
 `)
 
-// releaseScript gives back a slot that a cancelled waiter will not use: the slot is freed for
-// the next caller if no later slot was handed out since, and it leaves the grant record.
+// releaseScript gives back a grant that a cancelled waiter will not use: it leaves the log, and
+// its slot is free for the next caller.
 //
-// ARGV 1 slot (µs)   2 the tat the grant set.
+// ARGV 1 the grant's member.
 var releaseScript = redis.NewScript(`
-if redis.call('HGET', KEYS[1], 'tat') == ARGV[2] then
-  redis.call('HSET', KEYS[1], 'tat', ARGV[1])
-end
-redis.call('LREM', KEYS[2], 1, ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 `)

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"context"
 	"math/rand/v2"
 	"testing"
@@ -34,6 +35,8 @@ func (k *kieWindow) call(at time.Time) bool {
 }
 
 type simCase struct {
+	// per is Kie's window (10 s when zero); the latencies scale with it.
+	per        time.Duration
 	told       Rate
 	trueLimit  int
 	processes  int
@@ -70,14 +73,18 @@ func (r simResult) refusedAfter(start time.Time, from time.Duration) int {
 }
 
 // simulate drives greedy workers (always wanting a token, back exactly at RetryAfter) of
-// sc.processes processes against a strict Kie, with 100-200 ms up and 150-200 ms down latency,
-// on simulated time.
+// sc.processes processes against a strict Kie, with 100-200 ms up and 150-200 ms down latency
+// (at Kie's 10 s window; compressed with it), on simulated time.
 func simulate(t *testing.T, sc simCase) (simResult, time.Time) {
 	t.Helper()
 	ctx := context.Background()
 	b := setup(t)
 	start := b.clock.Now()
-	kie := &kieWindow{limit: sc.trueLimit, per: 10 * time.Second,
+	if sc.per == 0 {
+		sc.per = 10 * time.Second
+	}
+	scale := func(d time.Duration) time.Duration { return d * sc.per / (10 * time.Second) }
+	kie := &kieWindow{limit: sc.trueLimit, per: sc.per,
 		stormStart: start.Add(sc.storm[0]), stormEnd: start.Add(sc.storm[1])}
 	r := rand.New(rand.NewPCG(42, uint64(sc.processes)))
 	var res simResult
@@ -121,7 +128,7 @@ func simulate(t *testing.T, sc simCase) (simResult, time.Time) {
 			return res, start
 		}
 		b.clock.Set(next[wi])
-		got, err := res.limiters[wi].Allow(ctx)
+		got, err := allow(ctx, res.limiters[wi])
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -129,14 +136,14 @@ func simulate(t *testing.T, sc simCase) (simResult, time.Time) {
 			next[wi] = b.clock.Now().Add(got.RetryAfter)
 			continue
 		}
-		arrive := b.clock.Now().Add(100*time.Millisecond + time.Duration(r.Int64N(int64(100*time.Millisecond))))
+		arrive := b.clock.Now().Add(scale(100*time.Millisecond + time.Duration(r.Int64N(int64(100*time.Millisecond)))))
 		ok := kie.call(arrive)
 		if ok {
 			res.accepted = append(res.accepted, arrive)
 		} else {
 			res.refused = append(res.refused, arrive)
 		}
-		back := arrive.Add(150*time.Millisecond + time.Duration(r.Int64N(int64(50*time.Millisecond))))
+		back := arrive.Add(scale(150*time.Millisecond + time.Duration(r.Int64N(int64(50*time.Millisecond)))))
 		pending = append(pending, reply{back, wi, ok})
 	}
 }
@@ -147,13 +154,15 @@ func TestSimulatedKie(t *testing.T) {
 		name string
 		sc   simCase
 		// figures the run must reach
-		minUtil          float64 // accepted / what the true limit allows over the run
+		minUtil          float64 // accepted ÷ (limit × (first to last accepted + one window) ÷ window)
 		maxRefusedPer100 float64
 		refusedAfter     time.Duration // no 429 at all after this (0: not checked)
 	}{
 		{"told the truth", simCase{told: Rate{20, window}, trueLimit: 20, processes: 1, duration: 5 * time.Minute},
 			0.97, 1, 0},
 		{"told the truth, 3 processes", simCase{told: Rate{20, window}, trueLimit: 20, processes: 3, duration: 5 * time.Minute},
+			0.97, 1, 0},
+		{"compressed 20/2s, 4 processes", simCase{per: 2 * time.Second, told: Rate{20, 2 * time.Second}, trueLimit: 20, processes: 4, duration: time.Minute},
 			0.97, 1, 0},
 		{"told 3x the limit", simCase{told: Rate{60, window}, trueLimit: 20, processes: 1, duration: 5 * time.Minute},
 			0.85, 10, 3 * window},
@@ -165,8 +174,8 @@ func TestSimulatedKie(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			res, start := simulate(t, tc.sc)
-			possible := tc.sc.duration.Seconds() / window.Seconds() * float64(tc.sc.trueLimit)
-			util := float64(len(res.accepted)) / possible
+			per := cmp.Or(tc.sc.per, window)
+			util := issueUtilisation(res.accepted, Rate{tc.sc.trueLimit, per})
 			per100 := 100 * float64(len(res.refused)) / float64(len(res.accepted))
 			s := res.limiters[0].Stats()
 			t.Logf("accepted %d (%.1f%% of the true limit), 429s %d (%.1f per 100 accepted), learned ceiling %d, rate %.2f/s",
@@ -177,12 +186,15 @@ func TestSimulatedKie(t *testing.T) {
 			if per100 > tc.maxRefusedPer100 {
 				t.Errorf("%.1f 429s per 100 accepted, want at most %v", per100, tc.maxRefusedPer100)
 			}
+			if tc.sc.told.Events <= tc.sc.trueLimit && len(res.refused) > 0 {
+				t.Errorf("%d 429s told the true limit: the arrival margin did not hold", len(res.refused))
+			}
 			if tc.refusedAfter > 0 {
 				if n := res.refusedAfter(start, tc.refusedAfter); n > 0 {
 					t.Errorf("%d 429s after the first %v", n, tc.refusedAfter)
 				}
 			}
-			if w := maxInWindow(res.accepted, window); w > tc.sc.trueLimit {
+			if w := maxInWindow(res.accepted, per); w > tc.sc.trueLimit {
 				t.Fatalf("the model accepted %d in a window: the test's Kie is broken", w)
 			}
 		})

@@ -16,7 +16,8 @@ type Stats struct {
 	Errors int64
 	// RoundTrips counts script calls to Redis.
 	RoundTrips int64
-	// CurrentRate is the account's adaptive rate in events per second.
+	// CurrentRate is the account's adaptive rate in events per second; a window of
+	// Rate.Per*(1+Margin) may hold CurrentRate times its length of grants.
 	CurrentRate float64
 	// ConfiguredRate is the rate's ceiling as configured, after the margin, in events per second.
 	ConfiguredRate float64

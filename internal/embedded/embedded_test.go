@@ -98,13 +98,13 @@ func TestLimiterScripts(t *testing.T) {
 	cfg.KieAPIKey, cfg.Namespace, cfg.Rate = "a", "t", ratelimit.Rate{Events: 2, Per: time.Second}
 	mk := func() *ratelimit.Limiter { return app.NewLimiters(c, cfg).Submit }
 	one, two := mk(), mk() // two processes of one account
-	first, err := one.Allow(ctx)
-	if err != nil || !first.Allowed {
-		t.Fatalf("first Allow: %+v, %v", first, err)
+	for i, l := range []*ratelimit.Limiter{one, two} {
+		if ok, retry, err := l.WaitAtMost(ctx, 0); err != nil || !ok {
+			t.Fatalf("grant %d of an idle account's window of 2: %v, %v, %v", i+1, ok, retry, err)
+		}
 	}
-	second, err := two.Allow(ctx)
-	if err != nil || second.Allowed || second.RetryAfter <= 0 {
-		t.Fatalf("the other process's Allow right after the first: %+v, %v; want a denial with a wait", second, err)
+	if ok, retry, err := two.WaitAtMost(ctx, 0); err != nil || ok || retry <= 0 {
+		t.Fatalf("a third grant within the window: %v, %v, %v; want a denial with a wait", ok, retry, err)
 	}
 	if err := two.Throttled(ctx, 0); err != nil {
 		t.Fatalf("Throttled: %v", err)
