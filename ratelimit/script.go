@@ -14,6 +14,7 @@ import "github.com/redis/go-redis/v9"
 //	ceil     ceiling learned from 429s, events per Per (0: none, use the configured Events)
 //	ceil_at  when ceil was learned; it is forgotten ProbeAfter later
 //	seq      grant counter, which makes the log's members unique
+//	jm, jm_at  margin learned from jitter beyond the configured one (µs), and when it was set
 //	ep, ep_end, ep_rate     current 429 episode: start, end of its cool-down, rate at its start
 //	ep_jit   1 when the episode is jitter (a lone 429 at the ceiling): it teaches nothing
 //	prev_ceil, last_prev, last_end   ceilings before this and the previous episode, and the
@@ -44,12 +45,23 @@ local ttl = tonumber(ARGV[8])
 local function int(x) return string.format('%d', x) end
 local function flt(x) return string.format('%.17g', x) end
 
-local h = redis.call('HMGET', skey, 'cool', 'rate', 'upd', 'ceil', 'ceil_at')
+local h = redis.call('HMGET', skey, 'cool', 'rate', 'upd', 'ceil', 'ceil_at', 'jm', 'jm_at')
 local cool = tonumber(h[1]) or 0
 local rate = tonumber(h[2])
 local upd = tonumber(h[3]) or now
 local ceil = tonumber(h[4]) or 0
 local ceil_at = tonumber(h[5]) or 0
+
+-- The arrival margin is the configured one (span - per) and a learned one, jm, which jitter
+-- raises (see throttle) and which halves every ten windows without it.
+local base = span - per
+local jm = tonumber(h[6]) or 0
+local jm_at = tonumber(h[7]) or 0
+if jm > 0 then
+  jm = jm * 0.5 ^ ((now - jm_at) / (10 * per))
+  if jm < base / 8 then jm = 0 end
+end
+local win = span + math.floor(jm)
 
 -- A learned ceiling is trusted for a while only: forgetting it is how the limiter probes
 -- above it again, rarely.
@@ -75,16 +87,16 @@ end
 rate = math.max(floor, math.min(cap, rate))
 
 -- allowance is how many grants a window may hold at the current rate, and that window: n per
--- span, or, below one per span, one per 1/rate.
+-- span and the learned margin, or, below one per span, one per 1/rate.
 local function allowance()
   local n = math.floor(rate * span / 1e6 + 1e-9)
-  if n >= 1 then return n, span end
-  return 1, math.ceil(1e6 / rate)
+  if n >= 1 then return n, win end
+  return 1, math.max(win, math.ceil(1e6 / rate))
 end
 
 -- Grants older than two windows can no longer hold a grant back nor be measured.
 local _, oldest = allowance()
-redis.call('ZREMRANGEBYSCORE', lkey, '-inf', '(' .. int(now - 2 * math.max(span, oldest)))
+redis.call('ZREMRANGEBYSCORE', lkey, '-inf', '(' .. int(now - 2 * oldest))
 
 -- earliest is the first time at or after t when one more grant fits: not in a cool-down, not
 -- before the newest grant (grants enter the log in time order), and more than a window after the
@@ -116,26 +128,33 @@ end
 //
 // ARGV 9 max delay (µs).
 // Returns {allowed, delay or retry-after (µs), rate, ceil, cool-down left (µs), member,
-// time from now until a further grant could fit (µs)}.
+// time from now until a further grant could fit (µs), arrival margin (µs), further grants that
+// fit now}.
 var takeScript = redis.NewScript(prelude + `
 local maxd = tonumber(ARGV[9])
 local slot = earliest(now)
 if slot - now > maxd then
-  return {0, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), '', int(slot - now)}
+  return {0, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), '', int(slot - now), int(win - per), 0}
 end
 local member = int(slot) .. '-' .. redis.call('HINCRBY', skey, 'seq', 1)
 redis.call('ZADD', lkey, int(slot), member)
 local nxt = earliest(slot)
+local free = 0
+if nxt <= now then
+  local n = allowance()
+  free = n - redis.call('ZCOUNT', lkey, int(now - win), '+inf')
+end
 save({})
-return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), member, int(nxt - now)}
+return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), member, int(nxt - now), int(win - per),
+  math.max(0, free)}
 `)
 
 // throttleScript records a refused call (429, or maintenance when ARGV[10] is "0").
 //
 // The refused call was granted but not accepted, so its grant leaves the log (the newest grant
 // already due: which of the calls in flight was refused is not known, and they are alike). A 429
-// starts an episode unless one is still cooling down. The grants left in the window of length
-// span before the episode's start measure the true limit: below learnBelow of the current
+// starts an episode unless one is still cooling down. The grants left in the window (span and
+// the learned margin) before the episode's start measure the true limit: below learnBelow of the current
 // ceiling it becomes the new ceiling; every further 429 of the episode takes one more grant off
 // and measures again. A window that accepted nothing measures nothing (Kie refusing everything,
 // not a rate limit): it restores the ceiling from before the storm instead, so a storm can never
@@ -146,7 +165,8 @@ return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), membe
 //
 // ARGV 9 retry-after (µs, 0 if none)   10 "1" learn from it (429) or "0" (maintenance)
 // 11 multiplicative decrease   12 learnBelow.
-// Returns {rate, ceil, cool-down left (µs), accepted in the measured window or -1}.
+// Returns {rate, ceil, cool-down left (µs), accepted in the measured window or -1, arrival
+// margin (µs)}.
 var throttleScript = redis.NewScript(prelude + `
 local retry = tonumber(ARGV[9])
 local learn = ARGV[10] == '1'
@@ -161,6 +181,7 @@ local prev_ceil = tonumber(e[5]) or 0
 local last_prev = tonumber(e[6]) or 0
 local last_end = tonumber(e[7]) or 0
 
+local raised = {}
 local due = redis.call('ZREVRANGEBYSCORE', lkey, int(now), '-inf', 'LIMIT', 0, 1)
 if #due > 0 then redis.call('ZREM', lkey, due[1]) end
 local m = -1
@@ -173,7 +194,7 @@ else
     last_prev, prev_ceil, last_end = prev_ceil, ceil, ep_end
     ep, ep_rate, ep_jit = now, rate, 0
   end
-  m = redis.call('ZCOUNT', lkey, '(' .. int(ep - span), int(ep))
+  m = redis.call('ZCOUNT', lkey, '(' .. int(ep - win), int(ep))
   if fresh then
     -- A lone 429 after a window the account filled to its ceiling is jitter: calls that fit
     -- reached Kie bunched. Kie's window frees up as its oldest call leaves it, about one slot
@@ -181,9 +202,16 @@ else
     -- jitter and cools down for the whole window.
     local hold = per
     local lone = last_end == 0 or ep - last_end >= per
-    if lone and m > 0 and m >= below * ceilEvents(prev_ceil) then
-      hold = math.ceil(1e6 / rate)
-      ep_jit = 1
+    if m > 0 and m >= below * ceilEvents(prev_ceil) then
+      -- A window at the ceiling refused: calls reached Kie later than the margin allows for.
+      -- The learned margin doubles (to at most four times the configured one) and is kept
+      -- while jitter lasts.
+      jm = math.min(4 * base, math.max(2 * jm, base))
+      raised = {'jm', int(jm), 'jm_at', int(now)}
+      if lone then
+        hold = math.ceil(1e6 / rate)
+        ep_jit = 1
+      end
     end
     ep_end = now + math.max(retry, hold)
   else
@@ -216,9 +244,11 @@ else
   rate = math.max(floor, math.min(cap, rate))
   upd = now
 end
-save({'ep', int(ep), 'ep_end', int(ep_end), 'ep_rate', flt(ep_rate), 'ep_jit', int(ep_jit),
-  'prev_ceil', int(prev_ceil), 'last_prev', int(last_prev), 'last_end', int(last_end)})
-return {flt(rate), ceil, int(math.max(0, cool - now)), m}
+local fields = {'ep', int(ep), 'ep_end', int(ep_end), 'ep_rate', flt(ep_rate), 'ep_jit', int(ep_jit),
+  'prev_ceil', int(prev_ceil), 'last_prev', int(last_prev), 'last_end', int(last_end)}
+for i = 1, #raised do fields[#fields + 1] = raised[i] end
+save(fields)
+return {flt(rate), ceil, int(math.max(0, cool - now)), m, int(base + jm)}
 `)
 
 // releaseScript gives back a grant that a cancelled waiter will not use: it leaves the log, and

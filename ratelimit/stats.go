@@ -23,6 +23,10 @@ type Stats struct {
 	ConfiguredRate float64
 	// LearnedCeiling is the limit learned from 429s, in events per Rate.Per; 0 when none.
 	LearnedCeiling int
+	// ArrivalMargin is how late a call may reach the API after its grant without making the API
+	// see more than the limit: Rate.Per*Margin, and more for a while after jitter (429s at a
+	// window filled to the ceiling).
+	ArrivalMargin time.Duration
 	// CooldownUntil is when the account's current cool-down ends (zero or past: none).
 	CooldownUntil time.Time
 }
