@@ -188,7 +188,9 @@ func TestRunSmoke(t *testing.T) {
 	env := redistest.New(t)
 	ctx := context.Background()
 	o := Options{
-		Redis: env.Client, Namespace: env.Prefix + "bench", Limit: 20, Window: time.Second, Jobs: 10, Storm: time.Second,
+		// A limit below the batch: the storm starts once half the batch is accepted, which must
+		// take more than one window's burst.
+		Redis: env.Client, Namespace: env.Prefix + "bench", Limit: 4, Window: time.Second, Jobs: 10, Storm: time.Second,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
 	cases, err := SelectCases("one,four,storm")
