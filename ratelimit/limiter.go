@@ -100,7 +100,7 @@ func (l *Limiter) WaitAtMost(ctx context.Context, maxWait time.Duration) (grante
 // On a Redis error this process still cools down and slows down on its own, and the error is
 // returned.
 func (l *Limiter) Throttled(ctx context.Context, retryAfter time.Duration) error {
-	return l.throttle(ctx, retryAfter, true)
+	return l.throttle(ctx, retryAfter)
 }
 
 // Stats returns this process's counters and the account's state as last seen.
@@ -167,13 +167,9 @@ func (l *Limiter) release(g grant) {
 	_ = releaseScript.Run(ctx, l.rdb, l.keys, g.member).Err()
 }
 
-func (l *Limiter) throttle(ctx context.Context, retryAfter time.Duration, learn bool) error {
+func (l *Limiter) throttle(ctx context.Context, retryAfter time.Duration) error {
 	now := l.o.Now()
-	flag := "0"
-	if learn {
-		flag = "1"
-	}
-	args := append(l.argv(), max(retryAfter, 0).Microseconds(), flag, decrease, learnBelow)
+	args := append(l.argv(), max(retryAfter, 0).Microseconds(), decrease, learnBelow)
 	v, err := throttleScript.Run(ctx, l.rdb, l.keys, args...).Slice()
 	var sh shared
 	if err == nil {
@@ -185,17 +181,9 @@ func (l *Limiter) throttle(ctx context.Context, retryAfter time.Duration, learn 
 	if err != nil {
 		// Without Redis, at least this process backs off as the shared state would have.
 		l.st.Errors++
-		cool := retryAfter
-		if learn {
-			cool = max(cool, l.o.Rate.Per)
-		} else if cool <= 0 {
-			cool = l.o.Rate.Per
-		}
-		l.notBefore = later(l.notBefore, now.Add(cool))
+		l.notBefore = later(l.notBefore, now.Add(max(retryAfter, l.o.Rate.Per)))
 		l.st.CooldownUntil = later(l.st.CooldownUntil, l.notBefore)
-		if learn {
-			l.st.CurrentRate = max(l.st.CurrentRate*decrease, l.st.ConfiguredRate*l.o.MinRate)
-		}
+		l.st.CurrentRate = max(l.st.CurrentRate*decrease, l.st.ConfiguredRate*l.o.MinRate)
 		s := l.st
 		l.mu.Unlock()
 		l.observe(EventError, s)

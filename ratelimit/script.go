@@ -10,7 +10,7 @@ import "github.com/redis/go-redis/v9"
 //
 //	rate     current adaptive rate, events per second (a window of span holds rate*span grants)
 //	upd      when the additive increase was last applied
-//	cool     no grant before this (429 cool-down, maintenance pause)
+//	cool     no grant before this (429 cool-down)
 //	ceil     ceiling learned from 429s, events per Per (0: none, use the configured Events)
 //	ceil_at  when ceil was learned; it is forgotten ProbeAfter later
 //	seq      grant counter, which makes the log's members unique
@@ -149,7 +149,7 @@ return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), membe
   math.max(0, free)}
 `)
 
-// throttleScript records a refused call (429, or maintenance when ARGV[10] is "0").
+// throttleScript records a call refused as rate limited (429).
 //
 // The refused call was granted but not accepted, so its grant leaves the log (the newest grant
 // already due: which of the calls in flight was refused is not known, and they are alike). A 429
@@ -163,15 +163,12 @@ return {1, int(slot - now), flt(rate), ceil, int(math.max(0, cool - now)), membe
 // down for one slot and teaches nothing, unless its further 429s take the window below
 // learnBelow of the ceiling: then it was no jitter, and cools down and measures as any other.
 //
-// ARGV 9 retry-after (µs, 0 if none)   10 "1" learn from it (429) or "0" (maintenance)
-// 11 multiplicative decrease   12 learnBelow.
-// Returns {rate, ceil, cool-down left (µs), accepted in the measured window or -1, arrival
-// margin (µs)}.
+// ARGV 9 retry-after (µs, 0 if none)   10 multiplicative decrease   11 learnBelow.
+// Returns {rate, ceil, cool-down left (µs), accepted in the measured window, arrival margin (µs)}.
 var throttleScript = redis.NewScript(prelude + `
 local retry = tonumber(ARGV[9])
-local learn = ARGV[10] == '1'
-local beta = tonumber(ARGV[11])
-local below = tonumber(ARGV[12])
+local beta = tonumber(ARGV[10])
+local below = tonumber(ARGV[11])
 local e = redis.call('HMGET', skey, 'ep', 'ep_end', 'ep_rate', 'ep_jit', 'prev_ceil', 'last_prev', 'last_end')
 local ep = tonumber(e[1]) or 0
 local ep_end = tonumber(e[2]) or 0
@@ -184,66 +181,60 @@ local last_end = tonumber(e[7]) or 0
 local raised = {}
 local due = redis.call('ZREVRANGEBYSCORE', lkey, int(now), '-inf', 'LIMIT', 0, 1)
 if #due > 0 then redis.call('ZREM', lkey, due[1]) end
-local m = -1
-if not learn then
-  if retry <= 0 then retry = per end
-  cool = math.max(cool, now + retry)
-else
-  local fresh = now >= ep_end
-  if fresh then
-    last_prev, prev_ceil, last_end = prev_ceil, ceil, ep_end
-    ep, ep_rate, ep_jit = now, rate, 0
-  end
-  m = redis.call('ZCOUNT', lkey, '(' .. int(ep - win), int(ep))
-  if fresh then
-    -- A lone 429 after a window the account filled to its ceiling is jitter: calls that fit
-    -- reached Kie bunched. Kie's window frees up as its oldest call leaves it, about one slot
-    -- later, so skipping one slot is enough; a second 429 within a window says it is not
-    -- jitter and cools down for the whole window.
-    local hold = per
-    local lone = last_end == 0 or ep - last_end >= per
-    if m > 0 and m >= below * ceilEvents(prev_ceil) then
-      -- A window at the ceiling refused: calls reached Kie later than the margin allows for.
-      -- The learned margin doubles (to at most four times the configured one) and is kept
-      -- while jitter lasts.
-      jm = math.min(4 * base, math.max(2 * jm, base))
-      raised = {'jm', int(jm), 'jm_at', int(now)}
-      if lone then
-        hold = math.ceil(1e6 / rate)
-        ep_jit = 1
-      end
-    end
-    ep_end = now + math.max(retry, hold)
-  else
-    if ep_jit == 1 and m < below * ceilEvents(prev_ceil) then
-      -- More calls of the jitter's window were refused than jitter explains: the window was
-      -- over the limit after all. The episode cools down for a window and measures.
-      ep_jit = 0
-      ep_end = math.max(ep_end, ep + per)
-    end
-    if now + retry > ep_end then ep_end = now + retry end
-  end
-  cool = math.max(cool, ep_end)
-
-  if ep_jit == 1 then
-    -- Jitter: the rate and the ceiling stand.
-  elseif m == 0 then
-    if last_end > 0 and ep - last_end < per then
-      ceil, prev_ceil = last_prev, last_prev
-    else
-      ceil = prev_ceil
-    end
-    rate = ep_rate * beta
-  else
-    if m < below * ceilEvents(prev_ceil) then
-      ceil, ceil_at = m, now
-    end
-    rate = math.max(ep_rate * beta, math.min(ep_rate, m * 1e6 / span))
-  end
-  bounds()
-  rate = math.max(floor, math.min(cap, rate))
-  upd = now
+local fresh = now >= ep_end
+if fresh then
+  last_prev, prev_ceil, last_end = prev_ceil, ceil, ep_end
+  ep, ep_rate, ep_jit = now, rate, 0
 end
+local m = redis.call('ZCOUNT', lkey, '(' .. int(ep - win), int(ep))
+if fresh then
+  -- A lone 429 after a window the account filled to its ceiling is jitter: calls that fit
+  -- reached Kie bunched. Kie's window frees up as its oldest call leaves it, about one slot
+  -- later, so skipping one slot is enough; a second 429 within a window says it is not
+  -- jitter and cools down for the whole window.
+  local hold = per
+  local lone = last_end == 0 or ep - last_end >= per
+  if m > 0 and m >= below * ceilEvents(prev_ceil) then
+    -- A window at the ceiling refused: calls reached Kie later than the margin allows for.
+    -- The learned margin, beyond the configured one, doubles (to at most four times the
+    -- configured one) and is kept while jitter lasts.
+    jm = math.min(4 * base, math.max(2 * jm, base))
+    raised = {'jm', int(jm), 'jm_at', int(now)}
+    if lone then
+      hold = math.ceil(1e6 / rate)
+      ep_jit = 1
+    end
+  end
+  ep_end = now + math.max(retry, hold)
+else
+  if ep_jit == 1 and m < below * ceilEvents(prev_ceil) then
+    -- More calls of the jitter's window were refused than jitter explains: the window was
+    -- over the limit after all. The episode cools down for a window and measures.
+    ep_jit = 0
+    ep_end = math.max(ep_end, ep + per)
+  end
+  if now + retry > ep_end then ep_end = now + retry end
+end
+cool = math.max(cool, ep_end)
+
+if ep_jit == 1 then
+  -- Jitter: the rate and the ceiling stand.
+elseif m == 0 then
+  if last_end > 0 and ep - last_end < per then
+    ceil, prev_ceil = last_prev, last_prev
+  else
+    ceil = prev_ceil
+  end
+  rate = ep_rate * beta
+else
+  if m < below * ceilEvents(prev_ceil) then
+    ceil, ceil_at = m, now
+  end
+  rate = math.max(ep_rate * beta, math.min(ep_rate, m * 1e6 / span))
+end
+bounds()
+rate = math.max(floor, math.min(cap, rate))
+upd = now
 local fields = {'ep', int(ep), 'ep_end', int(ep_end), 'ep_rate', flt(ep_rate), 'ep_jit', int(ep_jit),
   'prev_ceil', int(prev_ceil), 'last_prev', int(last_prev), 'last_end', int(last_end)}
 for i = 1, #raised do fields[#fields + 1] = raised[i] end
