@@ -260,6 +260,13 @@ func TestValidate(t *testing.T) {
 		{"redis URL", func(c *config.Config) { c.RedisURL = "redis://:pw@127.0.0.1:6379/2" }, ""},
 		{"rediss URL", func(c *config.Config) { c.RedisURL = "rediss://user:pw@redis.example.com:6380/0" }, ""},
 		{"unix redis URL", func(c *config.Config) { c.RedisURL = "unix:///run/redis.sock?db=1" }, ""},
+		{"cluster redis URL", func(c *config.Config) { c.RedisURL = "redis://:pw@10.0.0.1:6379?addr=10.0.0.2:6379&addr=10.0.0.3:6379" }, ""},
+		{"sentinel redis URL", func(c *config.Config) {
+			c.RedisURL = "redis://10.0.0.1:26379?master_name=mymaster&addr=10.0.0.2:26379&password=pw"
+		}, ""},
+		{"sentinel URL without a name", func(c *config.Config) { c.RedisURL = "redis://10.0.0.1:26379?master_name=" }, "master_name is empty"},
+		{"cluster URL with a bad address", func(c *config.Config) { c.RedisURL = "redis://10.0.0.1:6379?addr=10.0.0.2" }, "addr"},
+		{"redis URL with unknown option", func(c *config.Config) { c.RedisURL = "redis://10.0.0.1:6379?mastername=x" }, "unexpected option: mastername"},
 		{"redis URL with http scheme", func(c *config.Config) { c.RedisURL = "http://127.0.0.1:6379" }, "--redis-url (REDIS_URL): http://127.0.0.1:6379 is not a Redis URL (invalid URL scheme: http)"},
 		{"redis URL with bad database", func(c *config.Config) { c.RedisURL = "redis://127.0.0.1:6379/zero" }, "invalid database number"},
 		{"namespace with underscore and dash", func(c *config.Config) { c.Namespace = "prod_eu-1" }, ""},

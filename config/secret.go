@@ -48,7 +48,8 @@ func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.String()) 
 func (s Secret) LogValue() slog.Value { return slog.StringValue(s.String()) }
 
 // SecretURL is a URL that may carry a password in its user info, such as
-// redis://:password@host:6379/0. It prints with the password replaced by "[redacted]" and the
+// redis://:password@host:6379/0, or in its query (password=, as a Sentinel URL carries the
+// master's). It prints with the passwords replaced by "[redacted]" and the
 // rest intact, so logs still say which server was meant. A value that does not parse as a URL
 // prints as "[redacted]" entirely, since there is no telling where its password is.
 type SecretURL string
@@ -65,18 +66,34 @@ func (u SecretURL) String() string {
 	if err != nil {
 		return redacted
 	}
-	if p.User == nil {
-		return p.String()
+	// A Sentinel URL (redis://sentinel:26379?master_name=m&password=...) carries the master's
+	// password in its query.
+	rawQuery := p.RawQuery
+	if q := p.Query(); q.Has("password") || q.Has("sentinel_password") {
+		q.Del("password")
+		q.Del("sentinel_password")
+		rawQuery = q.Encode()
+		if rawQuery != "" {
+			rawQuery += "&"
+		}
+		rawQuery += "password=" + redacted
 	}
-	if _, ok := p.User.Password(); !ok {
-		return p.String()
+	p.RawQuery = ""
+	s := p.String()
+	if p.User != nil {
+		if _, ok := p.User.Password(); ok {
+			// url.URL.Redacted writes "xxxxx"; rebuilding by hand keeps one spelling of
+			// redaction and avoids the brackets being percent-escaped.
+			user := url.User(p.User.Username()).String()
+			p.User = nil
+			rest := strings.TrimPrefix(p.String(), p.Scheme+"://")
+			s = p.Scheme + "://" + user + ":" + redacted + "@" + rest
+		}
 	}
-	// url.URL.Redacted writes "xxxxx"; rebuilding by hand keeps one spelling of redaction and
-	// avoids the brackets being percent-escaped.
-	user := url.User(p.User.Username()).String()
-	p.User = nil
-	rest := strings.TrimPrefix(p.String(), p.Scheme+"://")
-	return p.Scheme + "://" + user + ":" + redacted + "@" + rest
+	if rawQuery != "" {
+		s += "?" + rawQuery
+	}
+	return s
 }
 
 // GoString keeps %#v redacted too.

@@ -84,6 +84,15 @@ func TestSecretsAreNeverPrinted(t *testing.T) {
 	if got := cfg.RedisURL.String(); got != "redis://default:[redacted]@redis.internal:6379/3" {
 		t.Errorf("redis URL shown as %q", got)
 	}
+	for in, want := range map[string]string{
+		"redis://s:sp@10.0.0.1:26379?master_name=m&password=pw&addr=10.0.0.2:26379": "redis://s:[redacted]@10.0.0.1:26379?addr=10.0.0.2%3A26379&master_name=m&password=[redacted]",
+		"redis://10.0.0.1:26379?sentinel_password=sp&master_name=m":                 "redis://10.0.0.1:26379?master_name=m&password=[redacted]",
+		"redis://10.0.0.1:6379?addr=10.0.0.2:6379":                                  "redis://10.0.0.1:6379?addr=10.0.0.2:6379",
+	} {
+		if got := config.SecretURL(in).String(); got != want {
+			t.Errorf("%s shown as %q, want %q", in, got, want)
+		}
+	}
 	if got := cfg.KieAPIKey.Reveal(); got != apiKey {
 		t.Errorf("Reveal() = %q", got)
 	}

@@ -13,8 +13,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
+	"github.com/kontextq/kontextq/internal/redisconn"
 	"github.com/kontextq/kontextq/ratelimit"
 )
 
@@ -67,8 +66,10 @@ var settings = []*setting{
 		func(c *Config) *string { return &c.KieUploadURL }),
 	{
 		Setting: Setting{Flag: "redis-url", Env: "REDIS_URL",
-			Help: "Redis holding the queues and the job ledger, such as redis://:password@host:6379/0; " +
-				"empty runs an embedded in-process Redis (run and demo only)"},
+			Help: "Redis holding the queues and the job ledger: one node, redis://:password@host:6379/0 (rediss:// for TLS); " +
+				"a Cluster, redis://:password@host1:6379?addr=host2:6379&addr=host3:6379 (or any one node of it); " +
+				"Sentinel, redis://sentinel1:26379?master_name=NAME&addr=sentinel2:26379&password=PASSWORD " +
+				"(user info before @ is the sentinels' own). Empty runs an embedded in-process Redis (run and demo only)"},
 		typ:    "url",
 		redact: func(raw string) string { return SecretURL(raw).String() },
 		parse: func(c *Config, raw string) error {
@@ -358,8 +359,9 @@ func checkRedisURL(u SecretURL) error {
 	if u == "" {
 		return nil
 	}
-	const want = "write redis://[user:password@]host:port/db, rediss://... for TLS, or unix:///path"
-	_, err := redis.ParseURL(u.Reveal())
+	const want = "write redis://[user:password@]host:port/db (one node, or a Cluster node), rediss://... for TLS, " +
+		"redis://host:port?addr=host2:port2 for a Cluster, redis://sentinel:26379?master_name=NAME&addr=sentinel2:26379 for Sentinel, or unix:///path"
+	_, err := redisconn.Parse(u.Reveal())
 	if err == nil {
 		return nil
 	}

@@ -121,6 +121,7 @@ type LedgerOptions struct {
 type Ledger struct {
 	rdb       redis.UniversalClient
 	ns        string
+	kp        string // key prefix, see keyPrefix
 	retention time.Duration
 	now       func() time.Time
 }
@@ -136,20 +137,33 @@ func NewLedger(rdb redis.UniversalClient, o LedgerOptions) *Ledger {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
-	return &Ledger{rdb: rdb, ns: o.Namespace, retention: o.Retention, now: o.Now}
+	return &Ledger{rdb: rdb, ns: o.Namespace, kp: keyPrefix(rdb, o.Namespace), retention: o.Retention, now: o.Now}
 }
 
 // Namespace is the ledger's key prefix.
 func (l *Ledger) Namespace() string { return l.ns }
 
-func (l *Ledger) jobKey(r Ref) string         { return l.ns + ":job:" + r.String() }
-func (l *Ledger) batchKey(b string) string    { return l.ns + ":batch:" + b }
-func (l *Ledger) batchJobs(b string) string   { return l.ns + ":batch:" + b + ":jobs" }
-func (l *Ledger) batchFailed(b string) string { return l.ns + ":batch:" + b + ":failed" }
-func (l *Ledger) batchesKey() string          { return l.ns + ":batches" }
-func (l *Ledger) tasksKey() string            { return l.ns + ":tasks" }
-func (l *Ledger) expiryKey() string           { return l.ns + ":expiry" }
-func (l *Ledger) inflightKey() string         { return l.ns + ":inflight" }
+func (l *Ledger) jobKey(r Ref) string         { return l.kp + "job:" + r.String() }
+func (l *Ledger) batchKey(b string) string    { return l.kp + "batch:" + b }
+func (l *Ledger) batchJobs(b string) string   { return l.kp + "batch:" + b + ":jobs" }
+func (l *Ledger) batchFailed(b string) string { return l.kp + "batch:" + b + ":failed" }
+func (l *Ledger) batchesKey() string          { return l.kp + "batches" }
+func (l *Ledger) tasksKey() string            { return l.kp + "tasks" }
+func (l *Ledger) expiryKey() string           { return l.kp + "expiry" }
+func (l *Ledger) inflightKey() string         { return l.kp + "inflight" }
+
+// keyPrefix is the prefix of a namespace's ledger keys. One script changes a job's record, its
+// batch's counters and the namespace's indexes together, and Redis Cluster runs a script only on
+// keys of one hash slot: there every ledger key of the namespace carries the namespace as its hash
+// tag ("{ns}:job:..."), so a namespace's ledger lives on one shard. A single node or a Sentinel
+// deployment has no slots, and its keys keep the names they always had ("ns:job:..."), so a
+// deployment that upgrades finds its ledger where it left it.
+func keyPrefix(rdb redis.UniversalClient, ns string) string {
+	if _, ok := rdb.(*redis.ClusterClient); ok {
+		return "{" + ns + "}:"
+	}
+	return ns + ":"
+}
 
 // createScript records a queued job unless it exists. A job in the batch's failed set whose
 // record is gone failed and then expired after the retention: the batch still counts and lists

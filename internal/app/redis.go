@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/internal/embedded"
+	"github.com/kontextq/kontextq/internal/redisconn"
 )
 
 // ErrNoRedis is returned (as a *ConfigError) by OpenRedis when no Redis is configured.
@@ -21,15 +21,13 @@ func OpenRedis(ctx context.Context, cfg config.Config) (redis.UniversalClient, e
 	if cfg.RedisURL == "" {
 		return nil, configErr(ErrNoRedis)
 	}
-	opt, err := redis.ParseURL(cfg.RedisURL.Reveal())
+	// One node, Sentinel or Cluster, as the URL's form says (see package redisconn).
+	t, err := redisconn.Parse(cfg.RedisURL.Reveal())
 	if err != nil {
 		return nil, configErr(fmt.Errorf("--redis-url (REDIS_URL): %v", err))
 	}
-	rdb := redis.NewClient(opt)
-	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	if err := rdb.Ping(pctx).Err(); err != nil {
-		_ = rdb.Close()
+	rdb, err := t.Open(ctx)
+	if err != nil {
 		return nil, fmt.Errorf("REDIS_URL (--redis-url): Redis at %s does not answer: %v", cfg.RedisURL, err)
 	}
 	return rdb, nil

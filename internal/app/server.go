@@ -9,11 +9,11 @@ import (
 	"net"
 	"strings"
 
-	"github.com/hibiken/asynq"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/redisconn"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
 	"github.com/kontextq/kontextq/server"
@@ -46,7 +46,7 @@ func StartServer(ctx context.Context, cfg config.Config, d ServeDeps) (addr stri
 	}
 	enq := jobs.NewEnqueuer(d.Redis, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
 	o := server.Options{
-		Redis: d.Redis, RedisConnOpt: RedisConnOpt(d.Redis), Namespace: cfg.Namespace,
+		Redis: d.Redis, RedisConnOpt: redisconn.ConnOpt(d.Redis), Namespace: cfg.Namespace,
 		Enqueuer: enq, Checker: d.Checker, Metrics: d.Metrics,
 		APIToken: cfg.APIToken.Reveal(), InsecureNoToken: d.InsecureNoToken, Loopback: loopback,
 		HMACKey: []byte(cfg.WebhookHMACKey.Reveal()), AllowUnsigned: d.AllowUnsigned,
@@ -91,21 +91,6 @@ func StartServer(ctx context.Context, cfg config.Config, d ServeDeps) (addr stri
 		_ = srv.Close()
 		_ = enq.Close()
 	}, nil
-}
-
-// RedisConnOpt describes rdb's connection for the dashboard, which opens its own connections
-// and cannot share a client.
-func RedisConnOpt(rdb redis.UniversalClient) asynq.RedisConnOpt {
-	switch c := rdb.(type) {
-	case *redis.ClusterClient:
-		o := c.Options()
-		return asynq.RedisClusterClientOpt{Addrs: o.Addrs, Username: o.Username, Password: o.Password, TLSConfig: o.TLSConfig}
-	case interface{ Options() *redis.Options }: // *redis.Client, and wrappers of one
-		o := c.Options()
-		return asynq.RedisClientOpt{Network: o.Network, Addr: o.Addr, Username: o.Username, Password: o.Password,
-			DB: o.DB, TLSConfig: o.TLSConfig, PoolSize: 4}
-	}
-	return nil
 }
 
 // NoStore is the archive of a process that archives nothing: serve builds a worker only to
