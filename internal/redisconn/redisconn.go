@@ -59,6 +59,9 @@ func Parse(raw string) (*Target, error) {
 		if err == nil && t.failover.MasterName == "" {
 			err = errors.New("redis: master_name is empty")
 		}
+		if err == nil {
+			rideOutFailover(t.failover, q)
+		}
 	case q.Has("addr"):
 		t.Mode = Cluster
 		t.cluster, err = redis.ParseClusterURL(raw)
@@ -70,6 +73,30 @@ func Parse(raw string) (*Target, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// A Sentinel failover takes the sentinels' down-after-milliseconds plus an election, a few
+// seconds when tuned. go-redis retries a failed command 3 times within about a second; here a
+// command is retried for about 15 s instead (unless the URL says otherwise), asking the sentinels
+// for the master again at each new connection, so a failover that short is a pause to the work,
+// not a burst of errors. It matters because of asynq: a task whose completion fails to reach Redis
+// is retried by asynq's syncer with a context already cancelled, so it stays "active" until its
+// lease expires and asynq's recoverer, once a minute, takes it back: one to two minutes late.
+const (
+	failoverRetries    = 30
+	failoverMaxBackoff = time.Second
+)
+
+func rideOutFailover(o *redis.FailoverOptions, q url.Values) {
+	if !q.Has("max_retries") {
+		o.MaxRetries = failoverRetries
+	}
+	if !q.Has("max_retry_backoff") {
+		o.MaxRetryBackoff = failoverMaxBackoff
+	}
+	if !q.Has("min_retry_backoff") {
+		o.MinRetryBackoff = 50 * time.Millisecond
+	}
 }
 
 // Open connects to the Redis that raw names and checks that it answers.
