@@ -44,7 +44,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	case signed && len(s.o.HMACKey) > 0:
 		if err := kie.VerifyCallback(s.o.HMACKey, task, ts, sig, s.o.Now(), s.o.CallbackWindow); err != nil {
 			s.log.Warn("callback refused", "task", task, "remote", r.RemoteAddr, "err", err)
-			s.o.Metrics.callbacks.WithLabelValues(callbackOutcome(err)).Inc()
+			s.o.Metrics.callback(callbackOutcome(err))
 			writeError(w, http.StatusUnauthorized, "callback signature refused", nil)
 			return
 		}
@@ -57,7 +57,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if !first {
-			s.o.Metrics.callbacks.WithLabelValues("duplicate").Inc()
+			s.o.Metrics.callback("duplicate")
 			writeJSON(w, http.StatusOK, map[string]string{"status": "duplicate"})
 			return
 		}
@@ -74,7 +74,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 				kie.HeaderWebhookTimestamp + " and " + kie.HeaderWebhookSignature + " headers"
 		}
 		s.log.Warn("callback refused", "task", task, "remote", r.RemoteAddr, "why", why)
-		s.o.Metrics.callbacks.WithLabelValues("unsigned").Inc()
+		s.o.Metrics.callback("unsigned")
 		writeError(w, http.StatusUnauthorized, why, nil)
 		return
 	}
@@ -85,7 +85,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 	if errors.Is(err, jobs.ErrNotFound) {
 		// Another deployment's task, or one already finished by polling.
 		s.log.Debug("callback for a task not in flight", "task", task)
-		s.o.Metrics.callbacks.WithLabelValues("unknown_task").Inc()
+		s.o.Metrics.callback("unknown_task")
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ignored"})
 		return
 	}
@@ -102,7 +102,7 @@ func (s *Server) callback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Debug("callback: check scheduled", "task", task, "job", ref.String(), "code", cb.Code)
-	s.o.Metrics.callbacks.WithLabelValues("accepted").Inc()
+	s.o.Metrics.callback("accepted")
 	writeJSON(w, http.StatusOK, map[string]string{"status": "accepted"})
 }
 

@@ -2,8 +2,10 @@ package server
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -12,15 +14,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/worker"
 )
 
-// Metrics are the counters of what this process's workers did, as Prometheus metrics. It is a
-// worker.Observer: pass it as worker.Options.Observer and as Options.Metrics. Counts kept in
-// Redis (jobs per state, the soonest expiry) are not here: they are read at scrape time, so
-// every process reports the same figures for them.
+// Metrics count what this process's workers (and its callback receiver) did. Each event is
+// counted twice: in this process's own series, named kontextq_process_* (served by a worker's
+// --metrics-listen, and by serve), and, for Metrics made by NewSharedMetrics, in a small Redis
+// hash of the namespace from which serve's /metrics reports the deployment's totals under the
+// plain names (kontextq_submissions_total, ...), whichever process did the work. The two never
+// share a name: summing kontextq_process_* over processes gives the deployment's figures, and
+// summing the deployment's series over serve replicas counts each event once per replica.
+//
+// It is a worker.Observer: pass it as worker.Options.Observer and as Options.Metrics.
 type Metrics struct {
 	submissions    prometheus.Counter
 	rateLimited    *prometheus.CounterVec
@@ -31,33 +39,62 @@ type Metrics struct {
 	sweeps         prometheus.Counter
 	swept          *prometheus.CounterVec
 	callbacks      *prometheus.CounterVec
+
+	shared *sharedCounts // nil: this process's series only
 }
 
 var _ worker.Observer = (*Metrics)(nil)
 
-// NewMetrics returns zeroed counters.
+// generationBuckets bound kontextq_generation_seconds, in both its forms.
+var generationBuckets = []float64{2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900}
+
+// NewMetrics returns zeroed counters of this process only.
 func NewMetrics() *Metrics {
 	return &Metrics{
-		submissions: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_submissions_total",
-			Help: "Generate calls Kie accepted: paid tasks."}),
-		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_rate_limited_total",
-			Help: "429 answers from Kie, by endpoint (generate, record-info, upload, download, download-url)."}, []string{"endpoint"}),
-		generation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kontextq_generation_seconds",
-			Help:    "Time from a task's submission to the poll that saw it succeed.",
-			Buckets: []float64{2, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 300, 600, 900}}),
-		archivedImages: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_archived_images_total",
-			Help: "Images archived."}),
-		archivedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_archived_bytes_total",
-			Help: "Bytes of images archived."}),
-		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_job_failures_total",
-			Help: "Jobs that ended failed, by reason."}, []string{"reason"}),
-		sweeps: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_sweeps_total",
+		submissions: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_process_submissions_total",
+			Help: "Generate calls Kie accepted (paid tasks), made by this process."}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_process_rate_limited_total",
+			Help: "429 answers from Kie to this process, by endpoint (generate, record-info, upload, download, download-url)."}, []string{"endpoint"}),
+		generation: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "kontextq_process_generation_seconds",
+			Help:    "Time from a task's submission to the poll (by this process) that saw it succeed.",
+			Buckets: generationBuckets}),
+		archivedImages: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_process_archived_images_total",
+			Help: "Images this process archived."}),
+		archivedBytes: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_process_archived_bytes_total",
+			Help: "Bytes of images this process archived."}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_process_job_failures_total",
+			Help: "Jobs this process ended failed, by reason."}, []string{"reason"}),
+		sweeps: prometheus.NewCounter(prometheus.CounterOpts{Name: "kontextq_process_sweeps_total",
 			Help: "Sweeps run by this process."}),
-		swept: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_swept_total",
-			Help: "Work the sweeper re-enqueued, by kind (archive, check)."}, []string{"kind"}),
-		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_callbacks_total",
-			Help: "Kie callbacks received, by outcome (accepted, duplicate, unknown_task, forged, stale, malformed, unsigned)."}, []string{"outcome"}),
+		swept: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_process_swept_total",
+			Help: "Work this process's sweeps re-enqueued, by kind (archive, check)."}, []string{"kind"}),
+		callbacks: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "kontextq_process_callbacks_total",
+			Help: "Kie callbacks this process received, by outcome (" + strings.Join(callbackOutcomes, ", ") + ")."}, []string{"outcome"}),
 	}
+}
+
+// NewSharedMetrics returns counters that are also added, about once a second, to the
+// namespace's deployment counters in Redis. Close them to add what is left.
+func NewSharedMetrics(rdb redis.UniversalClient, namespace string, log *slog.Logger) *Metrics {
+	m := NewMetrics()
+	m.shared = newSharedCounts(rdb, namespace, log)
+	return m
+}
+
+// Flush adds the counts not yet in Redis now (nothing for Metrics of this process only).
+func (m *Metrics) Flush(ctx context.Context) error {
+	if m.shared == nil {
+		return nil
+	}
+	return m.shared.flush(ctx)
+}
+
+// Close stops the background flushing and adds what is left to Redis.
+func (m *Metrics) Close() error {
+	if m.shared == nil {
+		return nil
+	}
+	return m.shared.close()
 }
 
 func (m *Metrics) collectors() []prometheus.Collector {
@@ -79,29 +116,57 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
+func (m *Metrics) add(field string, n int64) {
+	if m.shared != nil && n != 0 {
+		m.shared.add(field, n)
+	}
+}
+
 // Submitted implements worker.Observer.
-func (m *Metrics) Submitted() { m.submissions.Inc() }
+func (m *Metrics) Submitted() { m.submissions.Inc(); m.add(fSubmissions, 1) }
 
 // RateLimited implements worker.Observer.
-func (m *Metrics) RateLimited(endpoint string) { m.rateLimited.WithLabelValues(endpoint).Inc() }
+func (m *Metrics) RateLimited(endpoint string) {
+	m.rateLimited.WithLabelValues(endpoint).Inc()
+	m.add(fRateLimited+endpoint, 1)
+}
 
 // Generated implements worker.Observer.
-func (m *Metrics) Generated(d time.Duration) { m.generation.Observe(d.Seconds()) }
+func (m *Metrics) Generated(d time.Duration) {
+	m.generation.Observe(d.Seconds())
+	m.add(fGenCount, 1)
+	m.add(fGenSumMS, d.Milliseconds())
+	m.add(fGenBucket+generationBucket(d.Seconds()), 1)
+}
 
 // Archived implements worker.Observer.
 func (m *Metrics) Archived(bytes int64) {
 	m.archivedImages.Inc()
 	m.archivedBytes.Add(float64(bytes))
+	m.add(fArchivedImages, 1)
+	m.add(fArchivedBytes, bytes)
 }
 
 // Failed implements worker.Observer.
-func (m *Metrics) Failed(reason jobs.Reason) { m.failures.WithLabelValues(string(reason)).Inc() }
+func (m *Metrics) Failed(reason jobs.Reason) {
+	m.failures.WithLabelValues(string(reason)).Inc()
+	m.add(fFailures+string(reason), 1)
+}
 
 // Swept implements worker.Observer.
 func (m *Metrics) Swept(r worker.SweepReport) {
 	m.sweeps.Inc()
 	m.swept.WithLabelValues("archive").Add(float64(r.Archives))
 	m.swept.WithLabelValues("check").Add(float64(r.Checks))
+	m.add(fSweeps, 1)
+	m.add(fSwept+"archive", int64(r.Archives))
+	m.add(fSwept+"check", int64(r.Checks))
+}
+
+// callback counts a Kie callback by outcome.
+func (m *Metrics) callback(outcome string) {
+	m.callbacks.WithLabelValues(outcome).Inc()
+	m.add(fCallbacks+outcome, 1)
 }
 
 // Bounds on the scrape-time reading of the ledger, so that a deployment with thousands of
@@ -272,8 +337,8 @@ func (c *creditCache) refresh() {
 	c.value, c.ok = v, true
 }
 
-// newMetricsHandler builds /metrics: Go and process metrics, asynq's queue metrics, the worker
-// counters and the ledger gauges, in a registry of this server's own.
+// newMetricsHandler builds /metrics: Go and process metrics, the build, asynq's queue metrics,
+// this process's counters, the deployment's counters and the ledger gauges, in a registry of this server's own.
 func (s *Server) newMetricsHandler() http.Handler {
 	s.credits = &creditCache{src: s.o.Credits, every: s.o.CreditsEvery, log: s.log}
 	s.insp = asynq.NewInspectorFromRedisClient(s.o.Redis)
@@ -281,9 +346,11 @@ func (s *Server) newMetricsHandler() http.Handler {
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		BuildInfo(),
 		asynqmetrics.NewQueueMetricsCollector(s.insp),
 		s.o.Metrics,
 		ledgerCollector{s},
+		deploymentCollector{rdb: s.o.Redis, key: countsKey(s.o.Namespace), log: s.log},
 	)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, Timeout: 20 * time.Second})
 }

@@ -11,11 +11,17 @@ import (
 
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/server"
+	"github.com/kontextq/kontextq/worker"
 )
 
 func TestMetrics(t *testing.T) {
-	m := server.NewMetrics()
-	f := setup(t, fixtureOpts{server: func(o *server.Options) { o.Metrics = m }})
+	var m, other *server.Metrics
+	f := setup(t, fixtureOpts{server: func(o *server.Options) {
+		m = server.NewSharedMetrics(o.Redis, o.Namespace, nil)
+		other = server.NewSharedMetrics(o.Redis, o.Namespace, nil) // another process of the deployment
+		o.Metrics = m
+	}})
+	t.Cleanup(func() { m.Close(); other.Close() })
 	f.sim.SetCredits(42.5)
 	ctx := context.Background()
 
@@ -35,6 +41,12 @@ func TestMetrics(t *testing.T) {
 	m.Archived(766)
 	m.Failed(jobs.Rejected)
 	m.Generated(12 * time.Second)
+	// What a worker in another process reports: in the deployment's counters, not this process's.
+	other.Submitted()
+	other.Archived(1000)
+	other.Generated(3 * time.Second)
+	other.Failed(jobs.Expired)
+	other.Swept(worker.SweepReport{Archives: 2})
 
 	want := []string{
 		`kontextq_jobs{state="queued"} 2`,
@@ -42,12 +54,27 @@ func TestMetrics(t *testing.T) {
 		`kontextq_batch_jobs{batch="m",state="queued"} 2`,
 		`kontextq_batches{status="unfinished"} 2`,
 		fmt.Sprintf("kontextq_unarchived_soonest_expiry_timestamp_seconds %s", strconv.FormatFloat(float64(exp.Unix()), 'g', -1, 64)),
-		`kontextq_submissions_total 1`,
+		// The deployment's counters, whichever process counted.
+		`kontextq_submissions_total 2`,
 		`kontextq_rate_limited_total{endpoint="generate"} 1`,
-		`kontextq_archived_bytes_total 2000`,
-		`kontextq_archived_images_total 2`,
+		`kontextq_rate_limited_total{endpoint="upload"} 0`,
+		`kontextq_archived_bytes_total 3000`,
+		`kontextq_archived_images_total 3`,
 		`kontextq_job_failures_total{reason="rejected"} 1`,
-		`kontextq_generation_seconds_count 1`,
+		`kontextq_job_failures_total{reason="expired"} 1`,
+		`kontextq_job_failures_total{reason="cancelled"} 0`,
+		`kontextq_sweeps_total 1`,
+		`kontextq_swept_total{kind="archive"} 2`,
+		`kontextq_generation_seconds_count 2`,
+		`kontextq_generation_seconds_sum 15`,
+		`kontextq_generation_seconds_bucket{le="5"} 1`,
+		`kontextq_generation_seconds_bucket{le="15"} 2`,
+		`kontextq_callbacks_total{outcome="accepted"} 0`,
+		// This process's own.
+		`kontextq_process_submissions_total 1`,
+		`kontextq_process_archived_images_total 2`,
+		`kontextq_process_generation_seconds_count 1`,
+		`kontextq_build_info{go="go`,
 		`kontextq_rate_configured_per_second{limiter="generate"}`,
 		fmt.Sprintf(`asynq_queue_size{queue=%q} 3`, f.queues.Submit), // the submitted job's task is still there: no worker runs
 		`kontextq_kie_credits 42.5`,                                  // refreshed in the background after the first scrape

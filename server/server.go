@@ -66,8 +66,9 @@ type Options struct {
 	Enqueuer *jobs.Enqueuer
 	// Checker triggers the poll a callback asks for; required.
 	Checker Checker
-	// Metrics are the worker counters to expose (NewMetrics() when nil). Pass the same value as
-	// worker.Options.Observer to have this process's workers counted.
+	// Metrics count this process's workers and callbacks (when nil, the server makes its own
+	// NewSharedMetrics, so that callbacks reach the deployment's counters, and closes them).
+	// Pass the same value as worker.Options.Observer to have this process's workers counted.
 	Metrics *Metrics
 	// Credits, when set, feeds the credits gauge, refreshed at most every CreditsEvery.
 	Credits      CreditSource
@@ -140,9 +141,6 @@ func (o *Options) defaults() error {
 	if o.Namespace == "" {
 		o.Namespace = "kontextq"
 	}
-	if o.Metrics == nil {
-		o.Metrics = NewMetrics()
-	}
 	if o.CreditsEvery <= 0 {
 		o.CreditsEvery = time.Minute
 	}
@@ -183,6 +181,8 @@ type Server struct {
 	insp      *asynq.Inspector
 	token     tokenCheck
 	bulk      chan struct{} // bounds the NDJSON bodies held in memory at once
+	// ownMetrics: the server made o.Metrics and closes them.
+	ownMetrics bool
 }
 
 // New builds a Server. It fails with ErrNoToken when no token is configured and running
@@ -191,13 +191,18 @@ func New(o Options) (*Server, error) {
 	if err := o.defaults(); err != nil {
 		return nil, err
 	}
+	ownMetrics := o.Metrics == nil
+	if ownMetrics {
+		o.Metrics = NewSharedMetrics(o.Redis, o.Namespace, o.Logger)
+	}
 	s := &Server{
-		o:      o,
-		log:    o.Logger,
-		ledger: o.Enqueuer.Ledger(),
-		mux:    http.NewServeMux(),
-		token:  newTokenCheck(o.APIToken),
-		bulk:   make(chan struct{}, 2),
+		o:          o,
+		ownMetrics: ownMetrics,
+		log:        o.Logger,
+		ledger:     o.Enqueuer.Ledger(),
+		mux:        http.NewServeMux(),
+		token:      newTokenCheck(o.APIToken),
+		bulk:       make(chan struct{}, 2),
 	}
 	if o.RedisConnOpt != nil {
 		s.dashboard = asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: o.RedisConnOpt, ReadOnly: o.ReadOnly})
@@ -246,6 +251,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // Options.Redis).
 func (s *Server) Close() error {
 	err := s.insp.Close()
+	if s.ownMetrics {
+		err = errors.Join(err, s.o.Metrics.Close())
+	}
 	if s.dashboard != nil {
 		err = errors.Join(err, s.dashboard.Close())
 	}

@@ -115,7 +115,8 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 		return err
 	}
 	defer store.Close()
-	metrics := server.NewMetrics()
+	metrics := server.NewSharedMetrics(rdb, cfg.Namespace, log)
+	defer metrics.Close()
 	w, err := app.NewWorker(cfg, app.Deps{Redis: rdb, Store: store, Logger: log, Observer: metrics})
 	if err != nil {
 		return err

@@ -90,7 +90,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !regexp.MustCompile(`(?m)^kontextq_archived_images_total [1-9]`).Match(body) {
+	if !regexp.MustCompile(`(?m)^kontextq_process_archived_images_total [1-9]`).Match(body) {
 		t.Errorf("worker metrics show no archived image:\n%s", body)
 	}
 	// Beside them, the health checks a supervisor probes.

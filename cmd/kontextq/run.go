@@ -82,7 +82,8 @@ waits for its batch it also works jobs other loads queued there.`,
 			if jr != nil {
 				defer jr.Close()
 			}
-			m := server.NewMetrics()
+			m := server.NewSharedMetrics(rdb, cfg.Namespace, log)
+			defer m.Close()
 			d := app.Deps{Redis: rdb, Store: store, Kie: kc, Logger: log, Observer: m}
 			if jr != nil {
 				d.Journal = jr

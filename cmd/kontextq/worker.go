@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
@@ -40,7 +41,8 @@ share the account's --rate through Redis. A worker checks at start that it can w
 				return err
 			}
 			defer store.Close()
-			m := server.NewMetrics()
+			m := server.NewSharedMetrics(rdb, cfg.Namespace, log)
+			defer m.Close()
 			w, err := app.NewWorker(cfg, app.Deps{Redis: rdb, Store: store, Kie: kc, Logger: log, Observer: m})
 			if err != nil {
 				return err
@@ -60,21 +62,24 @@ share the account's --rate through Redis. A worker checks at start that it can w
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&metricsAddr, "listen", "", "serve this process's Prometheus metrics (submissions, 429s, archive bytes) at http://ADDR/metrics, and health checks at /healthz and /readyz; "+
+	f.StringVar(&metricsAddr, "listen", "", "serve this process's own Prometheus metrics (kontextq_process_*: submissions, 429s, archive bytes) at http://ADDR/metrics, and health checks at /healthz and /readyz; "+
+		"the deployment's totals are on serve's /metrics; "+
 		"off when empty, and only this flag turns it on (KONTEXTQ_LISTEN, which serve shares, does not)")
 	f.StringVar(&metricsAddr, "metrics-listen", "", "the same as --listen")
 	_ = f.MarkDeprecated("metrics-listen", "use --listen")
 	return cmd
 }
 
-// serveWorkerMetrics serves one worker process's own counters; the queue and ledger gauges are
-// served once per deployment by `kontextq serve`. Beside them, the health checks a supervisor
-// probes: /healthz answers while the process runs, /readyz while Redis answers too.
+// serveWorkerMetrics serves one worker process's own counters (kontextq_process_*), its build
+// and its Go runtime; the deployment's counters and the queue and ledger gauges are served once
+// per deployment by `kontextq serve`. Beside them, the health checks a supervisor probes:
+// /healthz answers while the process runs, /readyz while Redis answers too.
 func serveWorkerMetrics(ctx context.Context, addr string, m *server.Metrics, rdb redis.UniversalClient, log *slog.Logger) (stop func(), err error) {
 	reg := prometheus.NewRegistry()
 	if err := reg.Register(m); err != nil {
 		return nil, err
 	}
+	reg.MustRegister(server.BuildInfo(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
