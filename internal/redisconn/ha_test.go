@@ -12,10 +12,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/internal/redisconn"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
-	"github.com/kontextq/kontextq/kie"
 	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 	"github.com/kontextq/kontextq/ratelimit"
@@ -34,57 +35,50 @@ type pipeline struct {
 
 const haBatch = "ha"
 
+// newPipeline builds the worker through the composition root the binary uses, on the Redis
+// that url names, opened as the binary opens REDIS_URL.
 func newPipeline(t *testing.T, url string) *pipeline {
 	t.Helper()
-	rdb, err := redisconn.Open(context.Background(), url)
-	if err != nil {
-		t.Fatalf("opening %s: %v", url, err)
-	}
-	t.Cleanup(func() { _ = rdb.Close() })
 	sim := kietest.NewServer(t, kiesim.Options{
 		GenerateLimit: 20, GenerateWindow: time.Second,
 		RecordInfoLimit: 100, RecordInfoWindow: time.Second,
 		GenTimeMedian: 400 * time.Millisecond, GenTimeSigma: 0.3,
 		Seed: 11,
 	})
+	cfg := config.Default()
+	cfg.RedisURL = config.SecretURL(url)
+	cfg.KieAPIKey, cfg.KieBaseURL, cfg.KieUploadURL = config.Secret(sim.Key), sim.APIURL, sim.UploadURL
+	cfg.Namespace = "kqha"
+	cfg.Rate = ratelimit.Rate{Events: 20, Per: time.Second}
+	cfg.PollRate = ratelimit.Rate{Events: 100, Per: time.Second}
+	cfg.TransferRate = ratelimit.Rate{Events: 200, Per: time.Second}
+	cfg.FirstPoll, cfg.PollInterval = 300*time.Millisecond, 300*time.Millisecond
+	// The sweeper is what finds work a failover dropped: make it come round quickly.
+	cfg.PollTimeout = 3 * time.Second
+	rdb, err := app.OpenRedis(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("opening %s: %v", url, err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
 	store, err := archive.NewLocal(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
-	kc, err := kie.New(kie.Options{APIKey: sim.Key, BaseURL: sim.APIURL, UploadURL: sim.UploadURL})
-	if err != nil {
-		t.Fatal(err)
-	}
-	const ns = "kqha"
-	lim := func(name string, r ratelimit.Rate) *ratelimit.Limiter {
-		return ratelimit.New(rdb, ratelimit.Options{Name: name, Account: "ha", Prefix: ns + ":", Rate: r})
-	}
 	p := &pipeline{rdb: rdb, sim: sim, store: store}
-	log := slog.New(slog.NewTextHandler(logWriter{t, p}, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	w, err := worker.New(worker.Options{
-		Redis: rdb, Kie: kc, Store: store, Namespace: ns,
-		SubmitLimiter:   lim("generate", ratelimit.Rate{Events: 20, Per: time.Second}),
-		PollLimiter:     lim("record-info", ratelimit.Rate{Events: 100, Per: time.Second}),
-		TransferLimiter: lim("transfer", ratelimit.Rate{Events: 200, Per: time.Second}),
-		SubmitWorkers:   4, PollWorkers: 8, ArchiveWorkers: 4,
-		FirstPoll: 300 * time.Millisecond, PollInterval: 300 * time.Millisecond,
-		// The sweeper is what finds work a failover dropped: make it come round quickly.
-		PollTimeout: 3 * time.Second, SweepInterval: time.Second,
-		SpoolDir: t.TempDir(), Logger: log,
+	log := slog.New(slog.NewTextHandler(logWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w, err := app.NewWorker(cfg, app.Deps{Redis: rdb, Store: store, Logger: log}, func(o *worker.Options) {
+		o.SweepInterval, o.SpoolDir = time.Second, t.TempDir()
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.w, p.ledger = w, w.Ledger()
-	p.enq = jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: ns})
+	p.w, p.ledger = w.Worker, w.Ledger()
+	p.enq = jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace})
 	t.Cleanup(func() { w.Close(); p.enq.Close(); store.Close() })
 	return p
 }
 
-type logWriter struct {
-	t *testing.T
-	p *pipeline
-}
+type logWriter struct{ t *testing.T }
 
 func (w logWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
