@@ -43,7 +43,7 @@ func TestServeReportsTheDeploymentsCounters(t *testing.T) {
 	}
 	serveAddr, workerAddr := freeAddr(t), freeAddr(t)
 	srv := start(t, dir, envv, "serve", "--listen", serveAddr, "--insecure-no-token")
-	w := start(t, dir, envv, "worker", "--metrics-listen", workerAddr)
+	w := start(t, dir, envv, "worker", "--listen", workerAddr)
 
 	scrape := func(addr string) string {
 		resp, err := http.Get("http://" + addr + "/metrics")
