@@ -136,6 +136,20 @@ func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool
 	}
 }
 
+// StartTLS starts a server that also listens with TLS, on a certificate of its own for
+// 127.0.0.1 signed by no one the system trusts. It returns the process and the TLS address.
+func StartTLS(tb testing.TB) (p *Proc, tlsAddr string) {
+	tb.Helper()
+	dir := tb.TempDir()
+	cert, key := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := selfSigned(cert, key); err != nil {
+		tb.Fatal(err)
+	}
+	port := freePort(tb)
+	p = startProc(tb, fmt.Sprintf("tls-port %d\ntls-cert-file %s\ntls-key-file %s\ntls-auth-clients no\n", port, cert, key), false)
+	return p, "127.0.0.1:" + strconv.Itoa(port)
+}
+
 // SentinelSet is a master, one replica and three sentinels watching them.
 type SentinelSet struct {
 	Master, Replica *Proc
