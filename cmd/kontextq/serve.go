@@ -69,4 +69,3 @@ no work itself: run workers (kontextq worker) against the same Redis and namespa
 	sf.register(cmd)
 	return cmd
 }
-
