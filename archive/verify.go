@@ -147,8 +147,8 @@ func verifyImage(ctx context.Context, s Store, batch, id string, rec *Recorded, 
 	}
 	key := ImageKey(batch, id, sc.Format)
 	if rec != nil {
-		if ext := strings.TrimPrefix(path.Ext(filepath.ToSlash(rec.Location)), "."); ext != "" {
-			key = ImageKey(batch, id, ext)
+		if _, k, ok := SplitLocation(rec.Location, batch); ok {
+			key = k // where it was recorded, whatever its name
 		}
 	}
 	sum, err := HashObject(ctx, s, key)
@@ -199,19 +199,20 @@ func HashObject(ctx context.Context, s Store, key string) (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// RootOf is the archive root a recorded location lies in: location with key (and the separator
-// before it) taken off, in the Store's Location form ("/srv/archive", "s3://bucket/prefix"). ok
-// is false when location does not end in key.
-func RootOf(location, key string) (root string, ok bool) {
-	for _, k := range []string{"/" + key, string(filepath.Separator) + filepath.FromSlash(key)} {
-		if r, found := strings.CutSuffix(location, k); found && r != "" {
-			return r, true
-		}
+// SplitLocation splits a location recorded for an object of batch (a Store's Location of its key:
+// "/srv/archive/b/x.png", "s3://bucket/prefix/b/x.png") into the archive root, in the same form
+// ("/srv/archive", "s3://bucket/prefix"), and the key ("b/x.png"), whatever the object's name. ok is
+// false when the location names no object of batch.
+func SplitLocation(location, batch string) (root, key string, ok bool) {
+	slashed := filepath.ToSlash(location) // the same length: one character for one
+	i := strings.LastIndex(slashed, "/"+batch+"/")
+	if i <= 0 || strings.HasSuffix(slashed, "/") {
+		return "", "", false
 	}
-	return "", false
+	return location[:i], slashed[i+1:], true
 }
 
-// IsRoot reports whether s is the archive at root (as RootOf gives it).
+// IsRoot reports whether s is the archive at root (as SplitLocation gives it).
 func IsRoot(s Store, root string) bool {
 	trim := func(v string) string { return strings.TrimRight(v, "/"+string(filepath.Separator)) }
 	return trim(s.Location("")) == trim(root)

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -110,8 +109,7 @@ func recordedImages(ctx context.Context, l *jobs.Ledger, batch string) ([]archiv
 			return nil
 		}
 		recs = append(recs, archive.Recorded{ID: j.ID, Location: j.Location, SHA256: j.SHA256, Sidecar: worker.SidecarFor(j)})
-		ext := strings.TrimPrefix(path.Ext(filepath.ToSlash(j.Location)), ".")
-		if root, ok := archive.RootOf(j.Location, archive.ImageKey(batch, j.ID, ext)); ok {
+		if root, _, ok := archive.SplitLocation(j.Location, batch); ok {
 			roots[root]++
 		}
 		return nil
