@@ -115,13 +115,14 @@ func ValidKey(key string) error {
 	return nil
 }
 
-// ImageKey is where a job's image lives: "<batch>/<id>.<format>", format being Kie's
-// outputFormat ("jpeg" or "png").
-func ImageKey(batch, id, format string) string {
-	return batch + "/" + id + "." + strings.ToLower(format)
+// ImageKey is where a job's image lives: "<batch>/<name>.<format>", name being the job's id or
+// the name given at load (see Sidecar.FileName), format Kie's outputFormat ("jpeg" or "png").
+func ImageKey(batch, name, format string) string {
+	return batch + "/" + name + "." + strings.ToLower(format)
 }
 
-// SidecarKey is where a job's sidecar lives: "<batch>/<id>.json".
+// SidecarKey is where a job's sidecar lives: "<batch>/<id>.json", by the id whatever the
+// image's name, so that a job's record is found from the job alone.
 func SidecarKey(batch, id string) string {
 	return batch + "/" + id + ".json"
 }

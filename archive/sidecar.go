@@ -17,6 +17,9 @@ import (
 type Sidecar struct {
 	ID           string          `json:"id"`
 	Batch        string          `json:"batch"`
+	Name         string          `json:"name,omitempty"`      // the image's base name when it is not the id (--name)
+	File         string          `json:"file,omitempty"`      // the job file the job was loaded from
+	Line         int             `json:"line,omitempty"`      // the line of File it starts on
 	TaskID       string          `json:"taskId"`              // Kie's task id
 	Request      json.RawMessage `json:"request"`             // the fields sent to generate
 	SourceURL    string          `json:"sourceUrl"`           // the resultImageUrl downloaded
@@ -30,6 +33,14 @@ type Sidecar struct {
 	OriginURL    string          `json:"originUrl,omitempty"` // Kie's originImageUrl, if any
 	Attempts     int             `json:"attempts,omitempty"`  // downloads it took
 	Origin       *OriginImage    `json:"origin,omitempty"`    // the archived originImageUrl, when asked for
+}
+
+// FileName is the base name of the image's key: its Name, or its id.
+func (sc Sidecar) FileName() string {
+	if sc.Name != "" {
+		return sc.Name
+	}
+	return sc.ID
 }
 
 // OriginImage records the copy of Kie's originImageUrl archived beside the result

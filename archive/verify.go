@@ -145,7 +145,7 @@ func verifyImage(ctx context.Context, s Store, batch, id string, rec *Recorded, 
 	if rec != nil {
 		repair.SourceURL, repair.ExpiresAt = rec.Sidecar.SourceURL, rec.Sidecar.ExpiresAt
 	}
-	key := ImageKey(batch, id, sc.Format)
+	key := ImageKey(batch, sc.FileName(), sc.Format)
 	if rec != nil {
 		if _, k, ok := SplitLocation(rec.Location, batch); ok {
 			key = k // where it was recorded, whatever its name

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -101,6 +102,8 @@ const (
 	fError        = "err"
 	fCreated      = "c"
 	fUpdated      = "u"
+	fSource       = "src" // "<index in the batch's file list>:<line>", only for jobs loaded from a file
+	fName         = "nm"  // the archived image's base name, only when it is not the id
 )
 
 // LedgerOptions configure a Ledger.
@@ -147,6 +150,8 @@ func (l *Ledger) jobKey(r Ref) string         { return l.kp + "job:" + r.String(
 func (l *Ledger) batchKey(b string) string    { return l.kp + "batch:" + b }
 func (l *Ledger) batchJobs(b string) string   { return l.kp + "batch:" + b + ":jobs" }
 func (l *Ledger) batchFailed(b string) string { return l.kp + "batch:" + b + ":failed" }
+func (l *Ledger) batchFiles(b string) string  { return l.kp + "batch:" + b + ":files" }
+func (l *Ledger) batchNames(b string) string  { return l.kp + "batch:" + b + ":names" }
 func (l *Ledger) batchesKey() string          { return l.kp + "batches" }
 func (l *Ledger) tasksKey() string            { return l.kp + "tasks" }
 func (l *Ledger) expiryKey() string           { return l.kp + "expiry" }
@@ -169,12 +174,38 @@ func keyPrefix(rdb redis.UniversalClient, ns string) string {
 // record is gone failed and then expired after the retention: the batch still counts and lists
 // it, so it becomes queued again in place (as a retry would make it) rather than a second job.
 //
-// KEYS: job, batch counters, batch job list, batches set, batch failed set.
-// ARGV: spec, now ms, id, batch, ref.
+// A job loaded from a file records it as an index into the batch's file list (a batch is loaded
+// from a few files, and a path repeated in a million records would cost megabytes). A job with
+// a name takes it in the batch's name index, which keeps names unique: a name another job holds
+// gets "-<id>" appended; if even that is held, the create fails.
+//
+// KEYS: job, batch counters, batch job list, batches set, batch failed set, batch file list,
+// batch name index.
+// ARGV: spec, now ms, id, batch, ref, file ("" none), line, name ("" the id).
 var createScript = redis.NewScript(`
 local s = redis.call('HGET', KEYS[1], 's')
 if s then return {s, tonumber(redis.call('HGET', KEYS[1], 'n') or '0')} end
+local name = ARGV[8]
+if name ~= '' then
+  local held = redis.call('HGET', KEYS[7], name)
+  if held and held ~= ARGV[3] then
+    name = name .. '-' .. ARGV[3]
+    held = redis.call('HGET', KEYS[7], name)
+    if held and held ~= ARGV[3] then return redis.error_reply('name ' .. name .. ' is taken by job ' .. held) end
+  end
+  redis.call('HSET', KEYS[7], name, ARGV[3])
+end
 redis.call('HSET', KEYS[1], 's', 'queued', 'spec', ARGV[1], 'c', ARGV[2], 'u', ARGV[2])
+if name ~= '' then redis.call('HSET', KEYS[1], 'nm', name) end
+if ARGV[6] ~= '' then
+  local files = redis.call('LRANGE', KEYS[6], 0, -1)
+  local idx = -1
+  for i, f in ipairs(files) do
+    if f == ARGV[6] then idx = i - 1 end
+  end
+  if idx < 0 then idx = redis.call('RPUSH', KEYS[6], ARGV[6]) - 1 end
+  redis.call('HSET', KEYS[1], 'src', idx .. ':' .. ARGV[7])
+end
 redis.call('HINCRBY', KEYS[2], 'queued', 1)
 if redis.call('SREM', KEYS[5], ARGV[5]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'failed', -1)
@@ -188,9 +219,15 @@ return {'', 0}
 `)
 
 // createArgs are the keys and arguments of createScript for a job.
-func (l *Ledger) createArgs(r Ref, spec []byte, now string) ([]string, []any) {
-	return []string{l.jobKey(r), l.batchKey(r.Batch), l.batchJobs(r.Batch), l.batchesKey(), l.batchFailed(r.Batch)},
-		[]any{spec, now, r.ID, r.Batch, r.String()}
+func (l *Ledger) createArgs(s *Spec, spec []byte, now string) ([]string, []any) {
+	r := Ref{Batch: s.Batch, ID: s.ID}
+	name := s.Name
+	if name == s.ID {
+		name = ""
+	}
+	return []string{l.jobKey(r), l.batchKey(r.Batch), l.batchJobs(r.Batch), l.batchesKey(), l.batchFailed(r.Batch),
+			l.batchFiles(r.Batch), l.batchNames(r.Batch)},
+		[]any{spec, now, r.ID, r.Batch, r.String(), s.File, s.Line, name}
 }
 
 // Create records a new queued job unless the ledger already holds one with the same batch and id.
@@ -204,7 +241,7 @@ func (l *Ledger) Create(ctx context.Context, s *Spec) (existing State, submissio
 		return "", 0, fmt.Errorf("ledger create %s/%s: %w", s.Batch, s.ID, err)
 	}
 	r := Ref{Batch: s.Batch, ID: s.ID}
-	keys, args := l.createArgs(r, spec, ms(l.now()))
+	keys, args := l.createArgs(s, spec, ms(l.now()))
 	res, err := createScript.Run(ctx, l.rdb, keys, args...).Slice()
 	if err != nil {
 		return "", 0, fmt.Errorf("ledger create %s: %w", r, err)
@@ -217,7 +254,7 @@ func (l *Ledger) Create(ctx context.Context, s *Spec) (existing State, submissio
 // specBody is the spec as stored: id and batch are in the key already.
 func specBody(s *Spec) *Spec {
 	c := *s
-	c.ID, c.Batch = "", ""
+	c.ID, c.Batch, c.File, c.Line, c.Name = "", "", "", 0, ""
 	return &c
 }
 
@@ -230,15 +267,28 @@ func (l *Ledger) Get(ctx context.Context, r Ref) (*Job, error) {
 	if len(m) == 0 {
 		return nil, fmt.Errorf("ledger get %s: %w", r, ErrNotFound)
 	}
-	return decodeJob(r, m)
+	var files []string
+	if m[fSource] != "" {
+		if files, err = l.rdb.LRange(ctx, l.batchFiles(r.Batch), 0, -1).Result(); err != nil {
+			return nil, fmt.Errorf("ledger get %s: %w", r, err)
+		}
+	}
+	return decodeJob(r, m, files)
 }
 
-func decodeJob(r Ref, m map[string]string) (*Job, error) {
+// decodeJob reads a job's record; files is its batch's file list.
+func decodeJob(r Ref, m map[string]string, files []string) (*Job, error) {
 	j := &Job{Ref: r, State: State(m[fState])}
 	if err := json.Unmarshal([]byte(m[fSpec]), &j.Spec); err != nil {
 		return nil, fmt.Errorf("ledger %s: corrupt spec: %w", r, err)
 	}
-	j.Spec.ID, j.Spec.Batch = r.ID, r.Batch
+	j.Spec.ID, j.Spec.Batch, j.Spec.Name = r.ID, r.Batch, m[fName]
+	if fi, line, ok := strings.Cut(m[fSource], ":"); ok {
+		if i, err := strconv.Atoi(fi); err == nil && i >= 0 && i < len(files) {
+			j.Spec.File = files[i]
+		}
+		j.Spec.Line, _ = strconv.Atoi(line)
+	}
 	j.TaskID = m[fTask]
 	j.Submissions, _ = strconv.Atoi(m[fSubs])
 	j.Submitting = fromMS(m[fSubmitting])
@@ -571,12 +621,20 @@ func (l *Ledger) Failures(ctx context.Context, batch string) ([]*Job, error) {
 	return l.getMany(ctx, refs)
 }
 
+// getMany reads the jobs refs name, all of one batch, skipping those the ledger no longer holds.
 func (l *Ledger) getMany(ctx context.Context, refs []string) ([]*Job, error) {
+	if len(refs) == 0 {
+		return nil, nil
+	}
 	cmds := make([]*redis.MapStringStringCmd, len(refs))
+	var files *redis.StringSliceCmd
 	_, err := l.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, s := range refs {
 			r, _ := ParseRef(s)
 			cmds[i] = p.HGetAll(ctx, l.jobKey(r))
+			if i == 0 {
+				files = p.LRange(ctx, l.batchFiles(r.Batch), 0, -1)
+			}
 		}
 		return nil
 	})
@@ -589,7 +647,7 @@ func (l *Ledger) getMany(ctx context.Context, refs []string) ([]*Job, error) {
 			continue // expired after retention
 		}
 		r, _ := ParseRef(refs[i])
-		j, err := decodeJob(r, c.Val())
+		j, err := decodeJob(r, c.Val(), files.Val())
 		if err != nil {
 			return nil, err
 		}

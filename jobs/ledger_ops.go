@@ -51,8 +51,7 @@ func (l *Ledger) CreateMany(ctx context.Context, specs []*Spec) ([]Created, erro
 			if err != nil {
 				return fmt.Errorf("%s/%s: %w", s.Batch, s.ID, err)
 			}
-			r := Ref{Batch: s.Batch, ID: s.ID}
-			keys, args := l.createArgs(r, spec, now)
+			keys, args := l.createArgs(s, spec, now)
 			cmds[i] = createScript.EvalSha(ctx, p, keys, args...)
 		}
 		return nil

@@ -18,6 +18,23 @@ type Spec struct {
 	EnableTranslation *bool  `json:"enableTranslation,omitempty"`
 	Watermark         string `json:"watermark,omitempty"`
 	UploadCn          *bool  `json:"uploadCn,omitempty"`
+
+	// Where the job came from and what its archived image is called: kept in the ledger beside
+	// the request, never sent to Kie.
+	File string `json:"-"` // the job file it was loaded from; "" for jobs enqueued by the API or an Enqueuer
+	Line int    `json:"-"` // the 1-based line of File it starts on
+	Name string `json:"-"` // the archived image's base name; "" means the id (see NameTemplate)
+}
+
+// DefaultModel is the model Kie uses for a request that names none.
+const DefaultModel = defaultModel
+
+// FileName is the base name of the job's archived files: its Name, or its id.
+func (s *Spec) FileName() string {
+	if s.Name != "" {
+		return s.Name
+	}
+	return s.ID
 }
 
 // IsEdit reports whether the job edits an input image.

@@ -112,7 +112,7 @@ func (w *Worker) archive(ctx context.Context, j *jobs.Job) error {
 	if sp.format != j.Spec.Format() {
 		w.log.Warn("result format differs from the requested one; archived as what it is", "job", j.Ref.String(), "requested", j.Spec.Format(), "got", sp.format)
 	}
-	key := archive.ImageKey(j.Batch, j.ID, sp.format)
+	key := archive.ImageKey(j.Batch, j.Spec.FileName(), sp.format)
 	if err := w.publish(ctx, key, sp); err != nil {
 		return err
 	}
@@ -140,7 +140,7 @@ func (w *Worker) archive(ctx context.Context, j *jobs.Job) error {
 func SidecarFor(j *jobs.Job) archive.Sidecar {
 	req, _ := json.Marshal(j.Spec.Request(j.Spec.InputImage, ""))
 	return archive.Sidecar{
-		ID: j.ID, Batch: j.Batch, TaskID: j.TaskID, Request: req, SourceURL: j.ResultURL,
+		ID: j.ID, Batch: j.Batch, Name: j.Spec.Name, File: j.Spec.File, Line: j.Spec.Line, TaskID: j.TaskID, Request: req, SourceURL: j.ResultURL,
 		SHA256: j.SHA256, Bytes: j.Bytes, Format: j.Spec.Format(),
 		CreateTime: j.CreateTime, CompleteTime: j.CompleteTime, ArchivedAt: j.ArchivedAt,
 		ExpiresAt: j.ExpiresAt, OriginURL: j.OriginURL, Attempts: j.Submissions,
@@ -167,7 +167,7 @@ func (w *Worker) archiveOrigin(ctx context.Context, j *jobs.Job) *archive.Origin
 		return note(err)
 	}
 	defer sp.close()
-	key := j.Batch + "/" + j.ID + ".origin." + sp.format
+	key := j.Batch + "/" + j.Spec.FileName() + ".origin." + sp.format
 	if err := w.publish(ctx, key, sp); err != nil {
 		return note(err)
 	}
@@ -202,7 +202,7 @@ func (w *Worker) Rearchive(ctx context.Context, sc archive.Sidecar) (archive.Sid
 		return sc, fmt.Errorf("re-archive %s: %w", ref, err)
 	}
 	defer sp.close()
-	key := archive.ImageKey(sc.Batch, sc.ID, sp.format)
+	key := archive.ImageKey(sc.Batch, sc.FileName(), sp.format)
 	if err := w.publish(ctx, key, sp); err != nil {
 		return sc, err
 	}

@@ -261,7 +261,7 @@ func (w *Worker) alreadyArchived(ctx context.Context, j *jobs.Job) (bool, error)
 	if err != nil {
 		return false, fmt.Errorf("checking the archive for %s: %w", j.Ref, err)
 	}
-	key := archive.ImageKey(j.Batch, j.ID, sc.Format)
+	key := archive.ImageKey(j.Batch, sc.FileName(), sc.Format)
 	info, err := w.o.Store.Stat(ctx, key)
 	if err != nil || info.Size != sc.Bytes {
 		return false, nil // a sidecar without its image: generate it again

@@ -10,43 +10,125 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/jobs"
 )
 
-// manifestRow is one job of an export. The columns are the same in both formats.
+// manifestRow is one job of an export: where it came from, what it asked for, what became of it.
+// The columns are the same in both formats; a value unknown or not set is null in JSONL and an
+// empty cell in CSV.
 type manifestRow struct {
-	ID      string `json:"id"`
-	State   string `json:"state"`
-	Reason  string `json:"reason"`
-	TaskID  string `json:"taskId"`
-	Archive string `json:"archive"`
-	SHA256  string `json:"sha256"`
-	Error   string `json:"error"`
+	ID   string `json:"id"`
+	File string `json:"file"` // the job file the job was loaded from; "" for API jobs
+	Line *int   `json:"line"`
+
+	Prompt            string `json:"prompt"`
+	InputImage        string `json:"inputImage"`
+	AspectRatio       string `json:"aspectRatio"`
+	Model             string `json:"model"`
+	OutputFormat      string `json:"outputFormat"`
+	PromptUpsampling  *bool  `json:"promptUpsampling"`
+	SafetyTolerance   *int   `json:"safetyTolerance"`
+	EnableTranslation *bool  `json:"enableTranslation"`
+	Watermark         string `json:"watermark"`
+	UploadCn          *bool  `json:"uploadCn"`
+
+	State       string   `json:"state"`
+	Reason      string   `json:"reason"`
+	TaskID      string   `json:"taskId"`
+	Archive     string   `json:"archive"`
+	SHA256      string   `json:"sha256"`
+	Bytes       *int64   `json:"bytes"`
+	Submissions int      `json:"submissions"` // paid generate calls
+	Credits     *float64 `json:"credits"`     // submissions at the configured --price of the model; null when unpriced
+
+	CreatedAt   string `json:"createdAt"`   // loaded
+	SubmittedAt string `json:"submittedAt"` // the latest generate call answered
+	CompletedAt string `json:"completedAt"` // Kie finished generating
+	ArchivedAt  string `json:"archivedAt"`
+	Error       string `json:"error"`
 }
 
-var manifestColumns = []string{"id", "state", "reason", "taskId", "archive", "sha256", "error"}
+var manifestColumns = []string{"id", "file", "line", "prompt", "inputImage", "aspectRatio", "model", "outputFormat",
+	"promptUpsampling", "safetyTolerance", "enableTranslation", "watermark", "uploadCn",
+	"state", "reason", "taskId", "archive", "sha256", "bytes", "submissions", "credits",
+	"createdAt", "submittedAt", "completedAt", "archivedAt", "error"}
 
 func (r manifestRow) cells() []string {
-	return []string{r.ID, r.State, r.Reason, r.TaskID, r.Archive, r.SHA256, r.Error}
+	return []string{r.ID, r.File, cell(r.Line), r.Prompt, r.InputImage, r.AspectRatio, r.Model, r.OutputFormat,
+		cell(r.PromptUpsampling), cell(r.SafetyTolerance), cell(r.EnableTranslation), r.Watermark, cell(r.UploadCn),
+		r.State, r.Reason, r.TaskID, r.Archive, r.SHA256, cell(r.Bytes), strconv.Itoa(r.Submissions), cell(r.Credits),
+		r.CreatedAt, r.SubmittedAt, r.CompletedAt, r.ArchivedAt, r.Error}
 }
 
-func rowOf(j *jobs.Job) manifestRow {
-	return manifestRow{ID: j.ID, State: string(j.State), Reason: string(j.Reason), TaskID: j.TaskID,
-		Archive: j.Location, SHA256: j.SHA256, Error: j.Error}
+func cell[T any](v *T) string {
+	if v == nil {
+		return ""
+	}
+	return fmt.Sprint(*v)
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+// rowOf is a job's manifest row; prices are the configured credits per image, by model.
+func rowOf(j *jobs.Job, prices map[string]float64) manifestRow {
+	s := j.Spec
+	r := manifestRow{
+		ID: j.ID, File: s.File,
+		Prompt: s.Prompt, InputImage: s.InputImage, AspectRatio: s.AspectRatio, Model: s.Model, OutputFormat: s.OutputFormat,
+		PromptUpsampling: s.PromptUpsampling, SafetyTolerance: s.SafetyTolerance, EnableTranslation: s.EnableTranslation,
+		Watermark: s.Watermark, UploadCn: s.UploadCn,
+		State: string(j.State), Reason: string(j.Reason), TaskID: j.TaskID, Archive: j.Location, SHA256: j.SHA256,
+		Submissions: j.Submissions,
+		CreatedAt:   stamp(j.Created), SubmittedAt: stamp(j.SubmittedAt), CompletedAt: stamp(j.CompleteTime), ArchivedAt: stamp(j.ArchivedAt),
+		Error: j.Error,
+	}
+	if s.Line > 0 {
+		r.Line = &s.Line
+	}
+	if j.State == jobs.Archived {
+		r.Bytes = &j.Bytes
+	}
+	model := s.Model
+	if model == "" {
+		model = jobs.DefaultModel
+	}
+	if p, ok := prices[model]; ok {
+		c := p * float64(j.Submissions)
+		r.Credits = &c
+	}
+	return r
 }
 
 func newExportCmd() *cobra.Command {
 	var format, outPath string
 	cmd := &cobra.Command{
 		Use:   "export BATCH",
-		Short: "Write a manifest of a batch: one row per job with its state, Kie task id, archive path, sha256 and error",
-		Long: `export writes one row per job of BATCH, in load order: id, state, reason (of a failure), taskId
-(Kie's), archive (where the image is), sha256 and error, as JSONL (default) or CSV, to stdout or
---out FILE (written whole or not at all). It streams, so a batch of any size exports in constant
-memory. Jobs that ended longer ago than --retention have left the ledger; their sidecars in the
+		Short: "Write a manifest of a batch: one row per job with its source line, request, state, archive path and sha256",
+		Long: `export writes one row per job of BATCH, in load order, as JSONL (default) or CSV, to stdout or
+--out FILE (written whole or not at all). The columns, the same in both formats:
+
+  id, file, line          the job and where it came from (the job file and the line it starts on)
+  prompt ... uploadCn     the request's fields: prompt, inputImage, aspectRatio, model,
+                          outputFormat, promptUpsampling, safetyTolerance, enableTranslation,
+                          watermark, uploadCn (empty when the job left Kie's default)
+  state, reason           queued, submitted, generated, archived or failed; why it failed
+  taskId                  Kie's task id
+  archive, sha256, bytes  where the image is, its checksum and size
+  submissions, credits    paid generate calls, and what they cost at the configured --price
+  createdAt, submittedAt, completedAt, archivedAt   loaded, submitted, generated (Kie's), archived
+  error                   the last error
+
+It streams, so a batch of any size exports in constant memory. Jobs that ended longer ago than --retention have left the ledger; their sidecars in the
 archive are the lasting record, and export says how many are missing.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -63,7 +145,7 @@ archive are the lasting record, and export says how many are missing.`,
 			if err != nil {
 				return err
 			}
-			n, err := exportTo(ctx, l, batch, format, outPath, cmd.OutOrStdout())
+			n, err := exportTo(ctx, l, batch, format, s.cfg.Prices, outPath, cmd.OutOrStdout())
 			if err != nil {
 				return err
 			}
@@ -80,10 +162,10 @@ archive are the lasting record, and export says how many are missing.`,
 
 // exportTo writes the manifest to path (through a temporary file renamed at the end) or, when path
 // is empty, to stdout. It returns the number of rows.
-func exportTo(ctx context.Context, l *jobs.Ledger, batch, format, path string, stdout io.Writer) (int, error) {
+func exportTo(ctx context.Context, l *jobs.Ledger, batch, format string, prices map[string]float64, path string, stdout io.Writer) (int, error) {
 	if path == "" {
 		bw := bufio.NewWriter(stdout)
-		n, err := writeManifest(ctx, l, batch, format, bw)
+		n, err := writeManifest(ctx, l, batch, format, prices, bw)
 		if ferr := bw.Flush(); err == nil {
 			err = ferr
 		}
@@ -101,7 +183,7 @@ func exportTo(ctx context.Context, l *jobs.Ledger, batch, format, path string, s
 	}
 	defer os.Remove(f.Name()) // after a successful rename, there is nothing to remove
 	bw := bufio.NewWriter(f)
-	n, err := writeManifest(ctx, l, batch, format, bw)
+	n, err := writeManifest(ctx, l, batch, format, prices, bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -117,7 +199,7 @@ func exportTo(ctx context.Context, l *jobs.Ledger, batch, format, path string, s
 	return n, nil
 }
 
-func writeManifest(ctx context.Context, l *jobs.Ledger, batch, format string, w io.Writer) (int, error) {
+func writeManifest(ctx context.Context, l *jobs.Ledger, batch, format string, prices map[string]float64, w io.Writer) (int, error) {
 	n := 0
 	var write func(manifestRow) error
 	var flush func() error
@@ -137,7 +219,7 @@ func writeManifest(ctx context.Context, l *jobs.Ledger, batch, format string, w 
 	}
 	err := l.Each(ctx, batch, func(j *jobs.Job) error {
 		n++
-		return write(rowOf(j))
+		return write(rowOf(j, prices))
 	})
 	if err != nil {
 		return n, fmt.Errorf("export %s: %w", batch, err)

@@ -30,12 +30,14 @@ const loadChunk = 64
 
 // loadOptions say how a file is read and enqueued.
 type loadOptions struct {
-	Path        string
-	Format      string
-	Batch       string
-	Defaults    jobs.Spec
-	SkipInvalid bool
-	Concurrency int
+	Path   string
+	Format string
+	Batch  string
+	// NameTemplate is the --name template of archived file names ("" the default).
+	NameTemplate string
+	Defaults     jobs.Spec
+	SkipInvalid  bool
+	Concurrency  int
 	// Name is how messages name the input ("stdin" for -); empty means Path.
 	Name string
 	// Stdin says the jobs came on standard input (Path is then the spooled copy; see stdin.go).
@@ -242,12 +244,24 @@ func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loa
 	}
 	defer c.Close()
 
+	name := (*jobs.NameTemplate)(nil)
+	if o.NameTemplate != "" {
+		if name, err = jobs.ParseNameTemplate(o.NameTemplate); err != nil {
+			return rep, usageErr(fmt.Errorf("--name %w", err))
+		}
+	}
+	file := "-" // standard input
+	if !o.Stdin {
+		if file, err = filepath.Abs(o.Path); err != nil {
+			return rep, err
+		}
+	}
 	var added, existing, done atomic.Int64
 	skip := make(map[int]bool, len(rep.inputFails))
 	for _, le := range rep.inputFails {
 		skip[le.Line] = true
 	}
-	err = pool.Each(ctx, o.Concurrency, readChunks(r, skip), func(ctx context.Context, chunk []*jobs.Spec) error {
+	err = pool.Each(ctx, o.Concurrency, readChunks(r, skip, file, name), func(ctx context.Context, chunk []*jobs.Spec) error {
 		a, e, err := enqueueChunk(ctx, enq, chunk)
 		added.Add(int64(a))
 		existing.Add(int64(e))
@@ -271,8 +285,9 @@ func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loa
 }
 
 // readChunks yields the good lines of a file loadChunk at a time, less the lines in skip (whose
-// input failed its check); the bad ones were reported by the validation pass.
-func readChunks(r *jobs.Reader, skip map[int]bool) iter.Seq[[]*jobs.Spec] {
+// input failed its check), each job knowing its source (file) and its name; the bad lines were
+// reported by the validation pass.
+func readChunks(r *jobs.Reader, skip map[int]bool, file string, name *jobs.NameTemplate) iter.Seq[[]*jobs.Spec] {
 	return func(yield func([]*jobs.Spec) bool) {
 		chunk := make([]*jobs.Spec, 0, loadChunk)
 		for {
@@ -283,6 +298,8 @@ func readChunks(r *jobs.Reader, skip map[int]bool) iter.Seq[[]*jobs.Spec] {
 			if err != nil || skip[it.Line] {
 				continue
 			}
+			it.Spec.File, it.Spec.Line = file, it.Line
+			it.Spec.Name = name.Name(&it.Spec)
 			chunk = append(chunk, &it.Spec)
 			if len(chunk) == loadChunk {
 				if !yield(chunk) {

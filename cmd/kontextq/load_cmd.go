@@ -23,7 +23,7 @@ import (
 // batchFlags are the job-file flags of run and load: the file's format and batch, and defaults
 // for the fields a line leaves out.
 type batchFlags struct {
-	batch, format           string
+	batch, format, name     string
 	skipInvalid             bool
 	checkInputs             bool
 	model, ratio, outFormat string
@@ -39,6 +39,8 @@ func (b *batchFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&b.batch, "batch", "", "batch name (default: the file's name without extension); archive goes to <archive>/<batch>/")
 	f.StringVar(&b.format, "format", "", "file format: jsonl, csv or text (default: by extension; jsonl for - (stdin))")
+	f.StringVar(&b.name, "name", jobs.DefaultNameTemplate, "archived file names, e.g. '{line:06}-{slug}'; placeholders "+jobs.NamePlaceholders+
+		" (kept unique and file-name safe; fixed when a job is first loaded)")
 	f.BoolVar(&b.skipInvalid, "skip-invalid", false, "enqueue the valid lines of a file with bad lines; the bad ones go to FILE.rejects.jsonl")
 	f.BoolVar(&b.checkInputs, "check-inputs", false, "before enqueuing, check that every inputImage URL serves an image (HEAD, else its first bytes); lines that would fail are bad lines")
 	f.StringVar(&b.model, "model", "", "model for lines that name none: flux-kontext-pro or flux-kontext-max")
@@ -75,7 +77,7 @@ func (b *batchFlags) options(path string) loadOptions {
 			d.UploadCn = &b.uploadCn
 		}
 	}
-	o := loadOptions{Path: path, Format: b.format, Batch: batch, SkipInvalid: b.skipInvalid, CheckInputs: b.checkInputs, Concurrency: 16, Defaults: d}
+	o := loadOptions{Path: path, Format: b.format, Batch: batch, NameTemplate: b.name, SkipInvalid: b.skipInvalid, CheckInputs: b.checkInputs, Concurrency: 16, Defaults: d}
 	if path == stdinPath {
 		o.Name, o.Stdin = "stdin", true
 	}
@@ -107,6 +109,9 @@ var defaultFlags = map[string]string{
 func checkOptions(o loadOptions) error {
 	if o.Stdin && o.Batch == "" {
 		return usageErr(errStdinBatch)
+	}
+	if _, err := jobs.ParseNameTemplate(o.NameTemplate); o.NameTemplate != "" && err != nil {
+		return usageErr(fmt.Errorf("--name %w", err))
 	}
 	s := o.Defaults
 	s.ID, s.Batch, s.Prompt = "", o.Batch, "x"

@@ -128,7 +128,7 @@ var commandSettings = map[string][][]string{
 	"serve":           {logSettings, redisSettings, kieSettings, rateSettings, serveSettings, {"retention"}},
 	"load":            {logSettings, redisSettings, {"rate", "retention", "generation-retries", "price"}},
 	"status":          {logSettings, redisSettings, {"rate"}},
-	"export":          {logSettings, redisSettings, {"retention"}},
+	"export":          {logSettings, redisSettings, {"retention", "price"}},
 	"retry":           {logSettings, redisSettings, {"retention"}},
 	"cancel":          {logSettings, redisSettings, {"retention"}},
 	"verify":          {logSettings, redisSettings, kieSettings, {"archive", "transfer-rate", "retention"}},

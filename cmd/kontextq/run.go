@@ -1,12 +1,16 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -229,9 +233,30 @@ func summarize(ctx context.Context, l *jobs.Ledger, batch string, out io.Writer)
 	if err != nil {
 		return err
 	}
-	sort.Slice(fails, func(i, j int) bool { return fails[i].ID < fails[j].ID })
+	sort.Slice(fails, func(a, b int) bool {
+		x, y := fails[a].Spec, fails[b].Spec
+		return cmp.Or(cmp.Compare(x.File, y.File), cmp.Compare(x.Line, y.Line), cmp.Compare(x.ID, y.ID)) < 0
+	})
 	for _, j := range fails {
-		fmt.Fprintf(out, "  failed %s: %s: %s\n", j.ID, j.Reason, j.Error)
+		fmt.Fprintf(out, "  failed %s: %s: %s\n", failedJob(j), j.Reason, j.Error)
 	}
 	return &exitError{code: exitFailed}
+}
+
+// failedJob names a failed job for a person: where it came from and what it asked for, then its id.
+func failedJob(j *jobs.Job) string {
+	where := ""
+	if j.Spec.File != "" {
+		where = fmt.Sprintf("%s:%d ", filepath.Base(j.Spec.File), j.Spec.Line)
+	}
+	return fmt.Sprintf("%s%q (job %s)", where, shorten(j.Spec.Prompt, 60), j.ID)
+}
+
+// shorten cuts s to at most n runes, marking the cut with "…".
+func shorten(s string, n int) string {
+	if utf8.RuneCountInString(s) <= n {
+		return s
+	}
+	r := []rune(s)
+	return strings.TrimSpace(string(r[:n-1])) + "…"
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -137,7 +138,8 @@ func TestBatchLifecycle(t *testing.T) {
 	}
 	code, out = kq(t, dir, envv, "export", "boats", "--format", "csv")
 	recs, err := csv.NewReader(strings.NewReader(out)).ReadAll()
-	if code != 0 || err != nil || len(recs) != 3 || strings.Join(recs[0], ",") != "id,state,reason,taskId,archive,sha256,error" || recs[1][1] != "archived" {
+	if code != 0 || err != nil || len(recs) != 3 || strings.Join(recs[0], ",") != strings.Join(manifestColumns, ",") ||
+		recs[1][slices.Index(manifestColumns, "state")] != "archived" || recs[1][slices.Index(manifestColumns, "prompt")] != "a paper boat" {
 		t.Errorf("CSV export: exit %d, %v\n%s", code, err, out)
 	}
 

@@ -206,7 +206,7 @@ func repairFindings(ctx context.Context, fixer *worker.Worker, batch string, fin
 		case err != nil:
 			fmt.Fprintf(out, "         %s  repair failed: %v\n", id, err)
 		default:
-			fmt.Fprintf(out, "repaired %s  %s (sha256 %s)\n", id, archive.ImageKey(batch, id, sc.Format), sc.SHA256)
+			fmt.Fprintf(out, "repaired %s  %s (sha256 %s)\n", id, archive.ImageKey(batch, sc.FileName(), sc.Format), sc.SHA256)
 			if whole {
 				repaired++
 			}
