@@ -77,7 +77,7 @@ func TestRunInMemoryKilledMidBatch(t *testing.T) {
 	}
 	// The only acceptable failure is a generate call cut off by the kill: it is failed rather
 	// than paid twice.
-	failed := regexp.MustCompile(`(?m)^\s*failed (\S+): (\S+):`).FindAllStringSubmatch(out, -1)
+	failed := regexp.MustCompile(`(?m)^\s*failed .*?\(job (\S+)\): (\S+):`).FindAllStringSubmatch(out, -1)
 	for _, f := range failed {
 		if f[2] != "interrupted" {
 			t.Errorf("job %s failed: %s", f[1], f[2])
