@@ -273,7 +273,7 @@ func TestRunCreatesNothingUntilReadyAndReadsStdin(t *testing.T) {
 	for _, w := range []string{
 		"batch piped: 3 jobs in stdin",
 		"batch piped: 2 archived, 1 failed of 3",
-		"failed gone:",
+		`failed stdin:3 "make it cold" (job gone): rejected:`,
 		"errorCode 400: inputImage could not be used: HTTP 404",
 	} {
 		if !strings.Contains(out, w) {

@@ -250,7 +250,7 @@ func enqueueFile(ctx context.Context, enq *jobs.Enqueuer, o loadOptions, rep loa
 			return rep, usageErr(fmt.Errorf("--name %w", err))
 		}
 	}
-	file := "-" // standard input
+	file := "stdin" // a job file is recorded by its absolute path
 	if !o.Stdin {
 		if file, err = filepath.Abs(o.Path); err != nil {
 			return rep, err
