@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -175,7 +176,7 @@ func TestForgedCallbacksNeverChangeTheArchive(t *testing.T) {
 	}()
 
 	var j *jobs.Job
-	waitFor(t, 20*time.Second, "the job to be submitted", func() bool {
+	eventually.True(t, 20*time.Second, "the job to be submitted", func() bool {
 		j, err = f.ledger.Get(context.Background(), out.Ref)
 		return err == nil && j.TaskID != ""
 	})
@@ -190,7 +191,7 @@ func TestForgedCallbacksNeverChangeTheArchive(t *testing.T) {
 		t.Errorf("unsigned callback while allowed = %d %s, want 200 (it may trigger a poll)", code, b)
 	}
 
-	waitFor(t, 30*time.Second, "the job to be archived after the simulator's callback", func() bool {
+	eventually.True(t, 30*time.Second, "the job to be archived after the simulator's callback", func() bool {
 		j, err = f.ledger.Get(context.Background(), out.Ref)
 		return err == nil && j.State.Terminal()
 	})
@@ -217,16 +218,5 @@ func TestForgedCallbacksNeverChangeTheArchive(t *testing.T) {
 	}
 	if st := f.sim.Stats(); st.CallbacksDelivered == 0 {
 		t.Errorf("the simulator's callback was never accepted (sent %d)", st.CallbacksSent)
-	}
-}
-
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

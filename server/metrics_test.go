@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/server"
 	"github.com/kontextq/kontextq/worker"
@@ -79,24 +80,19 @@ func TestMetrics(t *testing.T) {
 		fmt.Sprintf(`asynq_queue_size{queue=%q} 3`, f.queues.Submit), // the submitted job's task is still there: no worker runs
 		`kontextq_kie_credits 42.5`,                                  // refreshed in the background after the first scrape
 	}
-	var missing []string
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	eventually.Nil(t, 10*time.Second, "/metrics to show every line", func() error {
 		_, b := f.do(t, "GET", "/metrics", "", "")
-		missing = missing[:0]
+		var missing []string
 		for _, w := range want {
 			if !strings.Contains(string(b), w) {
 				missing = append(missing, w)
 			}
 		}
-		if len(missing) == 0 {
-			return
+		if len(missing) > 0 {
+			return fmt.Errorf("/metrics lacks:\n%s\n\nit shows:\n%s", strings.Join(missing, "\n"), b)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/metrics lacks:\n%s\n\nit shows:\n%s", strings.Join(missing, "\n"), b)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // When Kie refuses the account, every worker stops submitting: /metrics says so, with the
@@ -123,18 +119,17 @@ func TestMetricsShowTheAccountPause(t *testing.T) {
 		<-done
 	}()
 	paused := regexp.MustCompile(`(?m)^kontextq_account_paused\{reason="([^"]+)"\} 1$`)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var reason string
+	eventually.Nil(t, 30*time.Second, "/metrics to show the account paused while out of credits", func() error {
 		m := metrics()
-		if r := paused.FindStringSubmatch(m); r != nil {
-			if !strings.Contains(r[1], "credit") {
-				t.Errorf("paused for %q, want the lack of credits", r[1])
-			}
-			return
+		r := paused.FindStringSubmatch(m)
+		if r == nil {
+			return fmt.Errorf("/metrics shows:\n%s", m)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("out of credits, the worker ran 30s and /metrics does not show the account paused:\n%s", m)
-		}
-		time.Sleep(100 * time.Millisecond)
+		reason = r[1]
+		return nil
+	})
+	if !strings.Contains(reason, "credit") {
+		t.Errorf("paused for %q, want the lack of credits", reason)
 	}
 }

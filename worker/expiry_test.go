@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -258,9 +259,7 @@ func TestSweepsOncePerIntervalAcrossProcesses(t *testing.T) {
 	// The sweep interval is asynq's cron, which runs on the wall clock: wait for a few sweeps
 	// (however slow a loaded machine makes them), then compare with what the elapsed time allows.
 	start := time.Now()
-	for rec.count() < 4 && time.Since(start) < 30*time.Second {
-		time.Sleep(50 * time.Millisecond)
-	}
+	eventually.True(t, 30*time.Second, "three processes to sweep 4 times with a 1s interval", func() bool { return rec.count() >= 4 })
 	cancel()
 	wg.Wait()
 	elapsed := time.Since(start)

@@ -28,19 +28,8 @@ func (b *bundle) runAll(t *testing.T, ws []*worker.Worker, batch string, timeout
 	}
 	defer func() { cancel(); wg.Wait() }()
 	start := time.Now()
-	for {
-		c, err := b.ledger.Counts(context.Background(), batch)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if c.Done() {
-			return c, time.Since(start)
-		}
-		if time.Since(start) > timeout {
-			t.Fatalf("batch %s not finished after %s: %+v", batch, timeout, c)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	c := b.finished(t, batch, timeout)
+	return c, time.Since(start)
 }
 
 func batchOf(name string, n int) []jobs.Spec {

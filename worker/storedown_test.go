@@ -13,6 +13,7 @@ import (
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/archive/archivetest"
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/worker"
 )
@@ -101,16 +102,16 @@ func TestArchiveStoreOutage(t *testing.T) {
 			}
 			until := func(what string, timeout time.Duration, cond func(jobs.Counts) bool, during func(jobs.Counts)) {
 				t.Helper()
-				deadline := time.Now().Add(timeout)
-				for c := counts(); !cond(c); c = counts() {
+				eventually.Nil(t, timeout, what, func() error {
+					c := counts()
+					if cond(c) {
+						return nil
+					}
 					if during != nil {
 						during(c)
 					}
-					if time.Now().After(deadline) {
-						t.Fatalf("%s: not after %s: %+v", what, timeout, c)
-					}
-					time.Sleep(50 * time.Millisecond)
-				}
+					return fmt.Errorf("counts %+v", c)
+				})
 			}
 			until("every job submitted", 20*time.Second, func(c jobs.Counts) bool { return c.Queued == 0 }, nil)
 			setDown(true)

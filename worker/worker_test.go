@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
@@ -111,20 +112,24 @@ func (b *bundle) run(t *testing.T, batch string, timeout time.Duration) jobs.Cou
 			t.Errorf("worker: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(timeout)
-	for {
-		c, err := b.ledger.Counts(context.Background(), batch)
-		if err != nil {
+	return b.finished(t, batch, timeout)
+}
+
+// finished waits until every job of the batch has ended and returns its counts.
+func (b *bundle) finished(t *testing.T, batch string, timeout time.Duration) jobs.Counts {
+	t.Helper()
+	var c jobs.Counts
+	eventually.Nil(t, timeout, "batch "+batch+" to finish", func() error {
+		var err error
+		if c, err = b.ledger.Counts(context.Background(), batch); err != nil {
 			t.Fatal(err)
 		}
-		if c.Done() {
-			return c
+		if !c.Done() {
+			return fmt.Errorf("counts %+v", c)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("batch %s not finished after %s: %+v", batch, timeout, c)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
+	return c
 }
 
 func (b *bundle) enqueue(t *testing.T, specs ...jobs.Spec) {

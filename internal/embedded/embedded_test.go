@@ -20,6 +20,7 @@ import (
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/internal/app"
 	"github.com/kontextq/kontextq/internal/embedded"
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
@@ -36,17 +37,6 @@ func start(t *testing.T) (*embedded.Server, *redis.Client) {
 	c := s.Client()
 	t.Cleanup(func() { c.Close(); s.Close() })
 	return s, c
-}
-
-func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s: %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // Keys expire in real time, as on a real server: asynq's locks and heartbeats, the account pause
@@ -68,7 +58,7 @@ func TestKeysExpireWithTheClock(t *testing.T) {
 	if n, _ := c.Exists(ctx, "short", "at").Result(); n != 2 {
 		t.Fatalf("%d of 2 keys exist right after SET", n)
 	}
-	eventually(t, 3*time.Second, "keys with a 300-400 ms TTL still exist", func() bool {
+	eventually.True(t, 3*time.Second, "keys with a 300-400 ms TTL to expire", func() bool {
 		n, _ := c.Exists(ctx, "short", "at").Result()
 		return n == 0
 	})
@@ -185,7 +175,7 @@ func TestPipeline(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
 	var counts jobs.Counts
-	eventually(t, time.Minute, "the batch to finish", func() bool {
+	eventually.True(t, time.Minute, "the batch to finish", func() bool {
 		counts, _ = w.Ledger().Counts(ctx, "b")
 		return counts.Done()
 	})

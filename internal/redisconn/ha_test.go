@@ -14,6 +14,7 @@ import (
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/internal/app"
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redisconn"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
@@ -108,30 +109,33 @@ func (p *pipeline) work(t *testing.T, n int, timeout time.Duration, during func(
 			t.Errorf("worker: %v", err)
 		}
 	}()
-	deadline := time.Now().Add(timeout)
+	defer func() {
+		if !t.Failed() {
+			return
+		}
+		_ = p.ledger.Each(context.Background(), haBatch, func(j *jobs.Job) error {
+			if !j.State.Terminal() {
+				t.Logf("%s: %s task %s submissions %d submitting %v error %q", j.ID, j.State, j.TaskID, j.Submissions, j.Submitting, j.Error)
+			}
+			return nil
+		})
+	}()
 	var c jobs.Counts
-	for {
+	eventually.Nil(t, timeout, "the batch to finish", func() error {
 		cc, err := p.ledger.Counts(ctx, haBatch)
-		if err == nil {
-			c = cc
-			if during != nil && during(c) {
-				during = nil
-			}
-			if c.Done() {
-				return c
-			}
+		if err != nil {
+			return fmt.Errorf("counts %+v (last error %v)", c, err)
 		}
-		if time.Now().After(deadline) {
-			_ = p.ledger.Each(context.Background(), haBatch, func(j *jobs.Job) error {
-				if !j.State.Terminal() {
-					t.Logf("%s: %s task %s submissions %d submitting %v error %q", j.ID, j.State, j.TaskID, j.Submissions, j.Submitting, j.Error)
-				}
-				return nil
-			})
-			t.Fatalf("batch not finished after %s: %+v (last error %v)", timeout, c, err)
+		c = cc
+		if during != nil && during(c) {
+			during = nil
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		if !c.Done() {
+			return fmt.Errorf("counts %+v", c)
+		}
+		return nil
+	})
+	return c
 }
 
 // check asserts what a user would notice: every image archived and verified, none paid twice.

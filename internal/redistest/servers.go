@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/kontextq/kontextq/internal/eventually"
 )
 
 // Redis deployments of their own for tests that need more than one node: redis-server processes
@@ -113,7 +115,7 @@ func startProc(tb testing.TB, conf string, sentinel bool) *Proc {
 	})
 	c := redis.NewClient(&redis.Options{Addr: p.Addr, MaxRetries: -1, DialTimeout: time.Second})
 	defer c.Close()
-	waitFor(tb, 10*time.Second, "redis-server on "+p.Addr+" to answer", func() bool {
+	eventually.True(tb, 10*time.Second, "redis-server on "+p.Addr+" to answer", func() bool {
 		return c.Ping(context.Background()).Err() == nil
 	})
 	return p
@@ -122,18 +124,6 @@ func startProc(tb testing.TB, conf string, sentinel bool) *Proc {
 func tail(s string, n int) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")
-}
-
-// waitFor polls cond every 50 ms until it holds, failing the test after timeout.
-func waitFor(tb testing.TB, timeout time.Duration, what string, cond func() bool) {
-	tb.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			tb.Fatalf("redistest: waited %s for %s", timeout, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // StartTLS starts a server that also listens with TLS, on a certificate of its own for
@@ -168,7 +158,7 @@ func StartSentinel(tb testing.TB) *SentinelSet {
 	s.Master = startProc(tb, "", false)
 	s.Replica = startProc(tb, "replicaof "+strings.Replace(s.Master.Addr, ":", " ", 1)+"\n", false)
 	rc := s.Replica.Client(tb)
-	waitFor(tb, 10*time.Second, "the replica to sync", func() bool {
+	eventually.True(tb, 10*time.Second, "the replica to sync", func() bool {
 		info, _ := rc.Info(context.Background(), "replication").Result()
 		return strings.Contains(info, "master_link_status:up")
 	})
@@ -180,7 +170,7 @@ func StartSentinel(tb testing.TB) *SentinelSet {
 	}
 	for _, sp := range s.Sentinels {
 		sc := redis.NewSentinelClient(&redis.Options{Addr: sp.Addr})
-		waitFor(tb, 20*time.Second, "sentinel "+sp.Addr+" to know the replica and the other sentinels", func() bool {
+		eventually.True(tb, 20*time.Second, "sentinel "+sp.Addr+" to know the replica and the other sentinels", func() bool {
 			ctx := context.Background()
 			reps, err1 := sc.Replicas(ctx, s.MasterName).Result()
 			sens, err2 := sc.Sentinels(ctx, s.MasterName).Result()
@@ -202,7 +192,7 @@ func (s *SentinelSet) WaitFailover(tb testing.TB, old string, timeout time.Durat
 	sc := redis.NewSentinelClient(&redis.Options{Addr: s.Sentinels[0].Addr})
 	defer sc.Close()
 	var now string
-	waitFor(tb, timeout, "the sentinels to promote the replica", func() bool {
+	eventually.True(tb, timeout, "the sentinels to promote the replica", func() bool {
 		a, err := sc.GetMasterAddrByName(context.Background(), s.MasterName).Result()
 		if err != nil || len(a) != 2 {
 			return false
@@ -239,7 +229,7 @@ func StartCluster(tb testing.TB) *ClusterSet {
 	}
 	for _, n := range s.Nodes {
 		c := n.Client(tb)
-		waitFor(tb, 20*time.Second, "node "+n.Addr+" to report cluster_state:ok", func() bool {
+		eventually.True(tb, 20*time.Second, "node "+n.Addr+" to report cluster_state:ok", func() bool {
 			info, _ := c.ClusterInfo(context.Background()).Result()
 			return strings.Contains(info, "cluster_state:ok")
 		})
