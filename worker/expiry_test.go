@@ -20,6 +20,9 @@ import (
 // With Kie's result lifetime compressed to a few seconds and a backlog of submits larger than the
 // archive workers drain at once, every successful result is archived before it expires.
 func TestEveryResultArchivedBeforeExpiry(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a backlog against results that expire in seconds")
+	}
 	const (
 		n   = 150
 		ttl = 8 * time.Second // compressed from 24 h, with room for a loaded 2-core CI machine
@@ -242,6 +245,9 @@ func TestSweepWarnsBeforeExpiry(t *testing.T) {
 // Any number of worker processes sweep as often as one: the scheduler of each enqueues a sweep
 // every interval, and one sweep runs per interval.
 func TestSweepsOncePerIntervalAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits for several one-second sweeps on the wall clock")
+	}
 	t.Parallel()
 	rec := &recorder{}
 	o := worker.Options{SweepInterval: time.Second, Observer: rec}

@@ -54,6 +54,9 @@ func answered455(st kiesim.Stats) int {
 // interval, on two worker processes, with one probe at a time reaching Kie: not the fixed
 // minute it used to.
 func TestMaintenanceWindowCostsItsLength(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out a maintenance window mid-batch")
+	}
 	const (
 		n      = 40
 		window = 4 * time.Second

@@ -45,6 +45,9 @@ func (o *outage) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proce
 // A few seconds of unreachable Redis in the middle of a batch cost about their length and one
 // probe interval, not the minutes asynq's lease recovery takes.
 func TestRedisOutageCostsItsLength(t *testing.T) {
+	if testing.Short() {
+		t.Skip("takes Redis away for seconds mid-batch")
+	}
 	const (
 		n    = 40
 		down = 3 * time.Second

@@ -179,6 +179,9 @@ func (b *bundle) checkArchive(t *testing.T, batch string) (archived int) {
 }
 
 func TestPipelineUnderFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs batches against every fault the simulator injects")
+	}
 	const n = 200
 	b := setup(t, setupOpts{
 		sim: kiesim.Options{

@@ -53,7 +53,12 @@ func Run(t *testing.T, open func(t *testing.T) archive.Store) {
 	t.Run("UndeclaredChecksumRefused", func(t *testing.T) { testUndeclared(t, open(t)) })
 	t.Run("OverwriteReplaces", func(t *testing.T) { testOverwrite(t, open(t)) })
 	t.Run("ConcurrentPutsSameKey", func(t *testing.T) { testConcurrentPuts(t, open(t)) })
-	t.Run("StreamsWithoutBuffering", func(t *testing.T) { testStreaming(t, open(t)) })
+	t.Run("StreamsWithoutBuffering", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("streams a 64 MiB object")
+		}
+		testStreaming(t, open(t))
+	})
 	t.Run("List", func(t *testing.T) { testList(t, open(t)) })
 	t.Run("DeleteIdempotent", func(t *testing.T) { testDelete(t, open(t)) })
 	t.Run("InvalidKeysRejected", func(t *testing.T) { testInvalidKeys(t, open(t)) })

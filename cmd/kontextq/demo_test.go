@@ -20,6 +20,9 @@ import (
 // of the bundled batch, serves a dashboard that answers while it runs, and exits 0 in well
 // under a minute.
 func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs the whole demo")
+	}
 	dir := t.TempDir()
 	began := time.Now()
 	p := start(t, dir, nil, "demo", "--listen", "127.0.0.1:0", "--keep-serving")

@@ -59,6 +59,9 @@ func TestServeRefusesToRunOpenToTheNetwork(t *testing.T) {
 // Chromium, checks that it shows the namespace's queues, and saves a screenshot
 // ($KONTEXTQ_TEST_ARTIFACTS, else a temporary directory).
 func TestServeDashboardInChromium(t *testing.T) {
+	if testing.Short() {
+		t.Skip("drives Chromium")
+	}
 	chromium, err := exec.LookPath("chromium")
 	if err != nil {
 		if os.Getenv("CI") != "" {

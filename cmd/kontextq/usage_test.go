@@ -111,6 +111,9 @@ func TestRedisUnreachable(t *testing.T) {
 // scans the queue) cancels it in the ledger at once, and the workers then drop its tasks without
 // a single call to Kie.
 func TestCancelLargeBatch(t *testing.T) {
+	if testing.Short() {
+		t.Skip("loads and cancels a large batch")
+	}
 	t.Parallel()
 	env := redistest.New(t)
 	sim := fastSim(t, kiesim.Options{})

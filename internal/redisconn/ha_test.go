@@ -184,6 +184,9 @@ func (p *pipeline) check(t *testing.T, n int, c jobs.Counts) {
 // A batch worked on a three-master Redis Cluster: the ledger's scripts, the limiter's and asynq's
 // all run there, and the batch ends with every image archived and none paid twice.
 func TestBatchOnCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a six-node Redis Cluster and runs a batch on it")
+	}
 	cl := redistest.StartCluster(t)
 	p := newPipeline(t, cl.URL)
 	if m := redisconn.ModeOf(p.rdb); m != redisconn.Cluster {
@@ -212,6 +215,9 @@ func TestBatchOnCluster(t *testing.T) {
 // A batch worked through a Sentinel failover: the master is killed mid-batch, the sentinels
 // promote the replica, and the batch still ends with every image archived and none paid twice.
 func TestBatchThroughSentinelFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Redis with Sentinels and fails the primary over mid-batch")
+	}
 	s := redistest.StartSentinel(t)
 	p := newPipeline(t, s.URL)
 	if m := redisconn.ModeOf(p.rdb); m != redisconn.Sentinel {
