@@ -141,7 +141,7 @@ func openS3(t *testing.T) archive.Store {
 
 func TestS3Conformance(t *testing.T) {
 	if testing.Short() {
-		t.Skip("streams about 200 MiB through the fake S3 server; the local store runs the same suite")
+		t.Skip("the same suite as the local store, through a fake S3 server: minutes under -race")
 	}
 	archivetest.Run(t, openS3)
 }
