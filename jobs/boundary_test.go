@@ -13,6 +13,7 @@ import (
 // unexported, so no caller can name a record field through it; this test keeps the two other
 // ways in (a task id of one's own, a hand-made ledger key) out of the code the binary ships.
 func TestSchemaStaysInJobs(t *testing.T) {
+	t.Parallel()
 	forbidden := []string{"asynq.TaskID(", `":job:"`, `":batch:"`}
 	root := ".."
 	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {

@@ -14,6 +14,7 @@ import (
 // queued again when its batch is loaded again: that is the remedy the loader promises for a job
 // whose task is missing. A live task is left alone.
 func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
+	t.Parallel()
 	env := redistest.New(t)
 	ctx := context.Background()
 	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: env.Prefix + "ns"})

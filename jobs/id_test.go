@@ -9,6 +9,7 @@ import (
 // every job already loaded would be loaded (and paid for) again. Change them only together
 // with idVersion, on purpose.
 func TestDeriveIDGolden(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name       string
 		spec       Spec
@@ -31,6 +32,7 @@ func TestDeriveIDGolden(t *testing.T) {
 }
 
 func TestDeriveIDExplicitWins(t *testing.T) {
+	t.Parallel()
 	s := Spec{ID: "mine", Prompt: "p"}
 	if got := DeriveID(&s, 7); got != "mine" {
 		t.Fatalf("DeriveID() = %q, want the explicit id", got)
@@ -40,6 +42,7 @@ func TestDeriveIDExplicitWins(t *testing.T) {
 var derivedID = regexp.MustCompile(`^j[a-z2-7]{24}$`)
 
 func TestDeriveIDIsASafeName(t *testing.T) {
+	t.Parallel()
 	for _, s := range []Spec{{Prompt: "p"}, {Prompt: "../../etc/passwd", Batch: "x"}, {Prompt: "\x00"}} {
 		id := DeriveID(&s, 1)
 		if !derivedID.MatchString(id) || checkName(id, MaxIDLen) != "" {
@@ -52,6 +55,7 @@ func TestDeriveIDIsASafeName(t *testing.T) {
 // giving its default ask for the same image and must derive the same id; anything else
 // that changes the request must change the id.
 func TestDeriveIDSameRequestSameID(t *testing.T) {
+	t.Parallel()
 	base := func() Spec { return Spec{Batch: "b", Prompt: "a cat"} }
 	edit := func() Spec { return Spec{Batch: "b", Prompt: "a cat", InputImage: "https://example.com/a.png"} }
 	with := func(s Spec, f func(*Spec)) Spec { f(&s); return s }
@@ -99,6 +103,7 @@ func TestDeriveIDSameRequestSameID(t *testing.T) {
 }
 
 func TestDeriveIDOccurrence(t *testing.T) {
+	t.Parallel()
 	s := Spec{Prompt: "p"}
 	one, two := DeriveID(&s, 1), DeriveID(&s, 2)
 	if one == two {

@@ -14,6 +14,7 @@ import (
 )
 
 func TestInputChecker(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	pngPath := writeImage(t, dir, "a.png", "png")
 	pngBytes, err := os.ReadFile(pngPath)

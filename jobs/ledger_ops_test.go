@@ -36,6 +36,7 @@ func mustGet(t *testing.T, l *Ledger, r Ref) *Job {
 }
 
 func TestCreateManyIsIdempotentAndCounts(t *testing.T) {
+	t.Parallel()
 	l, _, _ := opsSetup(t)
 	ctx := context.Background()
 	ss := specs("b", 5)
@@ -82,6 +83,7 @@ func TestCreateManyIsIdempotentAndCounts(t *testing.T) {
 }
 
 func TestCancelQueuedLeavesJobsAtKie(t *testing.T) {
+	t.Parallel()
 	l, _, _ := opsSetup(t)
 	ctx := context.Background()
 	if _, err := l.CreateMany(ctx, specs("b", 6)); err != nil {
@@ -144,6 +146,7 @@ func TestCancelQueuedLeavesJobsAtKie(t *testing.T) {
 }
 
 func TestRetryFailedRequeuesByReason(t *testing.T) {
+	t.Parallel()
 	l, env, now := opsSetup(t)
 	ctx := context.Background()
 	if _, err := l.CreateMany(ctx, specs("b", 4)); err != nil {
@@ -212,6 +215,7 @@ func TestRetryFailedRequeuesByReason(t *testing.T) {
 }
 
 func TestInfoRecordsPace(t *testing.T) {
+	t.Parallel()
 	l, _, now := opsSetup(t)
 	ctx := context.Background()
 	if _, err := l.CreateMany(ctx, specs("b", 2)); err != nil {
@@ -253,6 +257,7 @@ func TestInfoRecordsPace(t *testing.T) {
 // longer exists: otherwise the batch never reads as all archived and run exits 1 for a job that
 // was archived the second time.
 func TestCreateAfterFailedRecordExpired(t *testing.T) {
+	t.Parallel()
 	l, env, _ := opsSetup(t)
 	ctx := context.Background()
 	ss := specs("b", 2)

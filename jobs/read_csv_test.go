@@ -6,6 +6,7 @@ import (
 )
 
 func TestReaderCSVRecords(t *testing.T) {
+	t.Parallel()
 	content := "prompt,aspectRatio,promptUpsampling,safetyTolerance,uploadCn\n" +
 		"\"a cat, sitting\",1:1,true,3,FALSE\n" +
 		"\"line one\r\nline \"\"two\"\"\",,0,,\n" +
@@ -37,6 +38,7 @@ func TestReaderCSVRecords(t *testing.T) {
 }
 
 func TestReaderCSVHeader(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name    string
 		content string
@@ -81,6 +83,7 @@ func TestReaderCSVHeader(t *testing.T) {
 }
 
 func TestReaderCSVBadRows(t *testing.T) {
+	t.Parallel()
 	const header = "prompt,model,uploadCn,safetyTolerance\n"
 	tests := []struct {
 		name string
@@ -114,6 +117,7 @@ func TestReaderCSVBadRows(t *testing.T) {
 }
 
 func TestReaderCSVUnclosedQuote(t *testing.T) {
+	t.Parallel()
 	res := readAll(t, FormatCSV, "prompt\nok\n\"never closed\nmore\n", ReadOptions{})
 	checkLineErrs(t, res.lineErrs, []wantErr{{3, "", "a quoted field is not closed by the end of the file"}})
 	if fmt.Sprint(prompts(res.items)) != "[ok]" {

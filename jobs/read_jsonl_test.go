@@ -7,6 +7,7 @@ import (
 )
 
 func TestReaderJSONL(t *testing.T) {
+	t.Parallel()
 	const good = `{"prompt":"good"}`
 	tests := []struct {
 		name string
@@ -61,6 +62,7 @@ func TestReaderJSONL(t *testing.T) {
 }
 
 func TestReaderJSONLFields(t *testing.T) {
+	t.Parallel()
 	line := `{"id":"job-1","prompt":"make it snow","inputImage":"https://a.test/in.png","aspectRatio":"4:3",` +
 		`"model":"flux-kontext-max","outputFormat":"png","promptUpsampling":true,"safetyTolerance":1,` +
 		`"enableTranslation":false,"watermark":"wm","uploadCn":true}`

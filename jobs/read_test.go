@@ -96,6 +96,7 @@ func ids(items []Item) []string {
 }
 
 func TestFormatFor(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		path, explicit string
 		want           Format
@@ -129,6 +130,7 @@ func TestFormatFor(t *testing.T) {
 }
 
 func TestNewReaderChecksOptions(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		name string
 		f    Format
@@ -151,6 +153,7 @@ func TestNewReaderChecksOptions(t *testing.T) {
 }
 
 func TestLineErrorMessage(t *testing.T) {
+	t.Parallel()
 	one := &LineError{File: "prompts.jsonl", Line: 12, Field: "aspectRatio", Msg: `"2:1" is not one of 21:9, 16:9, 4:3, 1:1, 3:4, 9:16`}
 	if got, want := one.Error(), `prompts.jsonl:12: aspectRatio: "2:1" is not one of 21:9, 16:9, 4:3, 1:1, 3:4, 9:16`; got != want {
 		t.Errorf("Error() = %q\nwant      %q", got, want)
@@ -171,6 +174,7 @@ func TestLineErrorMessage(t *testing.T) {
 }
 
 func TestReaderRawIsCut(t *testing.T) {
+	t.Parallel()
 	long := `{"prompt":"` + strings.Repeat("é", 300) + `","model":"x"}`
 	res := readAll(t, FormatJSONL, long+"\n", ReadOptions{})
 	if len(res.lineErrs) != 1 {
@@ -186,6 +190,7 @@ func TestReaderRawIsCut(t *testing.T) {
 // The same request in any format is the same job, so a batch converted from CSV to JSONL
 // loads nothing new.
 func TestReaderSameJobInEveryFormat(t *testing.T) {
+	t.Parallel()
 	o := ReadOptions{Batch: "b"}
 	text := readAll(t, FormatText, "a cat\n", o)
 	csv := readAll(t, FormatCSV, "prompt\na cat\n", o)
@@ -199,6 +204,7 @@ func TestReaderSameJobInEveryFormat(t *testing.T) {
 }
 
 func TestReaderOccurrences(t *testing.T) {
+	t.Parallel()
 	file := `{"prompt":"a"}` + "\n" + `{"prompt":"a"}` + "\n"
 	first := readAll(t, FormatJSONL, file, ReadOptions{})
 	a := Spec{Prompt: "a"}
@@ -244,6 +250,7 @@ func TestReaderOccurrences(t *testing.T) {
 }
 
 func TestReaderDuplicateExplicitID(t *testing.T) {
+	t.Parallel()
 	res := readAll(t, FormatJSONL, `{"id":"cat","prompt":"a"}`+"\n"+`{"prompt":"b"}`+"\n"+`{"id":"cat","prompt":"c"}`+"\n", ReadOptions{})
 	checkLineErrs(t, res.lineErrs, []wantErr{{3, "id", `"cat" is already used on line 1`}})
 	if len(res.items) != 2 {
@@ -252,6 +259,7 @@ func TestReaderDuplicateExplicitID(t *testing.T) {
 }
 
 func TestReaderDefaults(t *testing.T) {
+	t.Parallel()
 	o := ReadOptions{Batch: "b7", Defaults: Spec{
 		ID: "ignored", Batch: "ignored", Prompt: "ignored",
 		Model: "flux-kontext-max", AspectRatio: "1:1", OutputFormat: "png", SafetyTolerance: ptr(1),
@@ -277,6 +285,7 @@ func TestReaderDefaults(t *testing.T) {
 }
 
 func TestReaderResolvesRelativeImages(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	cat := writeImage(t, dir, "img/cat.png", "png")
 	dog := writeImage(t, dir, "dog.jpg", "jpeg")
@@ -325,6 +334,7 @@ func TestReaderResolvesAgainstCurrentDirectory(t *testing.T) {
 
 // Bad files are the same problem in every format, and give the same answer.
 func TestReaderBadFiles(t *testing.T) {
+	t.Parallel()
 	pngPath := writeImage(t, t.TempDir(), "x.png", "png")
 	pngBytes, err := os.ReadFile(pngPath)
 	if err != nil {

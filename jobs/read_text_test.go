@@ -7,6 +7,7 @@ import (
 )
 
 func TestReaderText(t *testing.T) {
+	t.Parallel()
 	content := "# prompts for the spring catalogue\n" +
 		"a red bicycle\n" +
 		"\n" +

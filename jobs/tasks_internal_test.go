@@ -8,6 +8,7 @@ import (
 )
 
 func TestDeadTask(t *testing.T) {
+	t.Parallel()
 	now := time.Now()
 	past, future := now.Add(-time.Second), now.Add(time.Hour)
 	cases := []struct {

@@ -68,6 +68,7 @@ func writeImage(t testing.TB, dir, name, kind string) string {
 func ptr[T any](v T) *T { return &v }
 
 func TestValidate(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	pngPath := writeImage(t, dir, "a.png", "png")
 	jpegPath := writeImage(t, dir, "b.jpg", "jpeg")
@@ -182,6 +183,7 @@ func TestValidate(t *testing.T) {
 }
 
 func TestValidateListsEveryProblem(t *testing.T) {
+	t.Parallel()
 	s := Spec{Prompt: "p", InputImage: "https://example.com/a.png", AspectRatio: "2:1", SafetyTolerance: ptr(5)}
 	err := s.Validate()
 	want := `aspectRatio: "2:1" is not one of 21:9, 16:9, 4:3, 1:1, 3:4, 9:16; safetyTolerance: 5 is out of range 0..2 for edits`
@@ -191,6 +193,7 @@ func TestValidateListsEveryProblem(t *testing.T) {
 }
 
 func TestValidateImageSizeLimit(t *testing.T) {
+	t.Parallel()
 	p := writeImage(t, t.TempDir(), "a.png", "png")
 	fi, err := os.Stat(p)
 	if err != nil {
@@ -207,6 +210,7 @@ func TestValidateImageSizeLimit(t *testing.T) {
 }
 
 func TestValidateCutsLongValuesInMessages(t *testing.T) {
+	t.Parallel()
 	s := Spec{Prompt: "p", Model: strings.Repeat("m", 5000)}
 	err := s.Validate()
 	if err == nil || len(err.Error()) > 300 {

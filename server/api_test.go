@@ -19,6 +19,7 @@ func basicAuth(user, pass string) []string {
 }
 
 func TestAuth(t *testing.T) {
+	t.Parallel()
 	same := strings.Repeat("x", len(testToken)) // right length, wrong token
 	cases := []struct {
 		name     string
@@ -75,6 +76,7 @@ func TestAuth(t *testing.T) {
 }
 
 func TestInsecureNoTokenOpensEverythingOnLoopback(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{server: func(o *server.Options) { o.APIToken = ""; o.InsecureNoToken = true }})
 	code, body := f.do(t, "POST", "/v1/jobs?batch=open", "application/json", `{"prompt": "a red fox"}`)
 	if code != 201 {
@@ -91,6 +93,7 @@ type jobAnswer struct {
 }
 
 func TestPostOneJobIsIdempotent(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	body := `{
   "batch": "cats",
@@ -152,6 +155,7 @@ func TestPostOneJobIsIdempotent(t *testing.T) {
 }
 
 func TestPostBadJob(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	cases := []struct {
 		name, body string
@@ -197,6 +201,7 @@ func TestPostBadJob(t *testing.T) {
 }
 
 func TestOversizedBodies(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{server: func(o *server.Options) { o.MaxJobBytes = 1 << 10; o.MaxBatchBytes = 8 << 10 }})
 	long := strings.Repeat("very ", 300) // 1,500 bytes: a valid prompt, an oversized body
 	code, b := f.post(t, "/v1/jobs?batch=big", "application/json", fmt.Sprintf(`{"prompt": %q}`, long))
@@ -224,6 +229,7 @@ type bulkAnswer struct {
 }
 
 func TestPostNDJSON(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	bad := `{"prompt": "a fox in the snow"}
 {"prompt": "a fox in the rain", "aspectRatio": "7:5"}
@@ -278,6 +284,7 @@ func TestPostNDJSON(t *testing.T) {
 }
 
 func TestLocalInputImageRefused(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	dir := t.TempDir()
 	img := filepath.Join(dir, "real.png")

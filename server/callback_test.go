@@ -85,6 +85,7 @@ func TestCallbacks(t *testing.T) {
 // A refused unsigned callback says what is missing: with a key configured, the signature headers
 // (not the key, which is set); without one, the key or --allow-unsigned-callbacks.
 func TestUnsignedCallbackRefusalSaysWhatIsMissing(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name      string
 		key       []byte
@@ -105,6 +106,7 @@ func TestUnsignedCallbackRefusalSaysWhatIsMissing(t *testing.T) {
 }
 
 func TestDuplicateCallbackQueuesOneCheck(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	f.submitted(t, "cb", "a heron", "task-1")
 	hdr := signed(testHMAC, "task-1", time.Now())
@@ -144,6 +146,7 @@ func TestDuplicateCallbackQueuesOneCheck(t *testing.T) {
 // body (the body is not signed) — must not make anything download that URL; the genuine callback
 // from the simulator gets the job archived with exactly the simulator's image.
 func TestForgedCallbacksNeverChangeTheArchive(t *testing.T) {
+	t.Parallel()
 	var evilHits atomic.Int64
 	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		evilHits.Add(1)

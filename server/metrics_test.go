@@ -16,6 +16,7 @@ import (
 )
 
 func TestMetrics(t *testing.T) {
+	t.Parallel()
 	var m, other *server.Metrics
 	f := setup(t, fixtureOpts{server: func(o *server.Options) {
 		m = server.NewSharedMetrics(o.Redis, o.Namespace, nil)
@@ -98,6 +99,7 @@ func TestMetrics(t *testing.T) {
 // When Kie refuses the account, every worker stops submitting: /metrics says so, with the
 // reason, while the pause lasts.
 func TestMetricsShowTheAccountPause(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{server: func(o *server.Options) { o.Pause = o.Checker.(server.PauseSource) }})
 	metrics := func() string {
 		_, b := f.do(t, "GET", "/metrics", "", "")

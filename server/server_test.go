@@ -252,6 +252,7 @@ func (f *fixture) checks(t *testing.T) []string {
 }
 
 func TestNewRefusesToRunWithoutToken(t *testing.T) {
+	t.Parallel()
 	env := redistest.New(t)
 	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: env.Prefix + "ns"})
 	defer enq.Close()
@@ -287,6 +288,7 @@ type nopChecker struct{}
 func (nopChecker) Check(context.Context, jobs.Ref) error { return nil }
 
 func TestServeRefusesPublicAddressWhenBuiltForLoopback(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	err := f.srv.Serve(context.Background(), "0.0.0.0:0")
 	if err == nil || !strings.Contains(err.Error(), "loopback") {
@@ -295,6 +297,7 @@ func TestServeRefusesPublicAddressWhenBuiltForLoopback(t *testing.T) {
 }
 
 func TestIsLoopback(t *testing.T) {
+	t.Parallel()
 	for addr, want := range map[string]bool{
 		"127.0.0.1:8080": true, "localhost:8080": true, "[::1]:8080": true, "127.1.2.3:1": true,
 		":8080": false, "0.0.0.0:8080": false, "[::]:8080": false, "10.0.0.5:8080": false,
@@ -307,6 +310,7 @@ func TestIsLoopback(t *testing.T) {
 }
 
 func TestSecretsNeverPrinted(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	o := server.Options{APIToken: testToken, HMACKey: []byte(testHMAC)}
 	for _, s := range []string{
@@ -327,6 +331,7 @@ func TestSecretsNeverPrinted(t *testing.T) {
 }
 
 func TestHealth(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	for _, p := range []string{"/healthz", "/readyz"} {
 		if code, b := f.do(t, "GET", p, "", ""); code != 200 {
@@ -336,6 +341,7 @@ func TestHealth(t *testing.T) {
 }
 
 func TestReadyzFailsWithoutRedis(t *testing.T) {
+	t.Parallel()
 	f := setup(t, fixtureOpts{})
 	dead := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1", DialTimeout: 200 * time.Millisecond, MaxRetries: -1})
 	defer dead.Close()
