@@ -47,7 +47,7 @@ func (s *Server) guard(a access, h http.Handler) http.Handler {
 	if a == ops && s.o.Loopback {
 		return h
 	}
-	basic := a == ops
+	basic := a == ops || a == browse
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token.allowed(r, basic) {
 			h.ServeHTTP(w, r)

@@ -1,6 +1,6 @@
 // Package server is kontextq's HTTP face: the job API for services that do not speak Go, the
-// receiver of Kie's callbacks, the asynq dashboard, Prometheus metrics and health checks, all on
-// one http.Handler.
+// receiver of Kie's callbacks, the batch gallery, the asynq dashboard, Prometheus metrics and
+// health checks, all on one http.Handler.
 //
 // The server holds no state of its own: jobs go through jobs.Enqueuer into the ledger and the
 // queues, exactly as the loader puts them, and a callback only asks the workers for an immediate
@@ -8,9 +8,10 @@
 // worst cost one status call; it never decides what is archived.
 //
 // Access has three levels. /healthz, /readyz and /kie/callback (which carries its own HMAC) are
-// open. The job API always wants the bearer token. /metrics and /monitoring are open when the
-// server listens on loopback only, and otherwise want the token too, as a bearer token or as the
-// password of HTTP basic auth, which is what a browser can send. Without a token the server
+// open. The job API always wants the bearer token, and so does the gallery (/gallery/), which
+// shows the prompts and images, as a bearer token or as the password of HTTP basic auth, which is
+// what a browser can send. /metrics and /monitoring are open when the server listens on loopback
+// only, and otherwise want the token too, the same two ways. Without a token the server
 // refuses to start unless it listens on loopback and is told explicitly (InsecureNoToken).
 package server
 
@@ -28,6 +29,8 @@ import (
 	"github.com/hibiken/asynqmon"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/gallery"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/ratelimit"
 )
@@ -97,6 +100,15 @@ type Options struct {
 
 	// ReadOnly makes the dashboard view-only.
 	ReadOnly bool
+
+	// Archive is where the gallery (/gallery/) reads images from; nil shows none.
+	Archive archive.Store
+	// Thumbs keeps the gallery's thumbnails; nil shows none.
+	Thumbs *gallery.Thumbs
+	// Prices are the credits an image of each model costs, for the gallery's spend.
+	Prices map[string]float64
+	// ETA tells how long an unfinished batch has left, for the gallery; nil shows none.
+	ETA func(jobs.Counts) string
 
 	// MaxJobBytes limits a single-job body (1 MiB); MaxBatchBytes an NDJSON body (64 MiB).
 	MaxJobBytes   int64
@@ -183,6 +195,7 @@ type Server struct {
 	bulk      chan struct{} // bounds the NDJSON bodies held in memory at once
 	// ownMetrics: the server made o.Metrics and closes them.
 	ownMetrics bool
+	gallery    *gallery.Gallery
 }
 
 // New builds a Server. It fails with ErrNoToken when no token is configured and running
@@ -208,6 +221,7 @@ func New(o Options) (*Server, error) {
 		s.dashboard = asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: o.RedisConnOpt, ReadOnly: o.ReadOnly})
 	}
 	s.metrics = s.newMetricsHandler()
+	s.gallery = gallery.New(gallery.Options{Ledger: s.ledger, Store: o.Archive, Thumbs: o.Thumbs, Prices: o.Prices, ETA: o.ETA, Now: o.Now})
 
 	s.handle("GET", "/healthz", open, http.HandlerFunc(s.healthz))
 	s.handle("GET", "/readyz", open, http.HandlerFunc(s.readyz))
@@ -217,6 +231,7 @@ func New(o Options) (*Server, error) {
 	s.handle("GET", "/v1/jobs/{batch}/{id}", api, http.HandlerFunc(s.getJob))
 	s.handle("GET", "/v1/jobs/{id}", api, http.HandlerFunc(s.getJob))
 	s.handle("GET", "/v1/batches/{batch}", api, http.HandlerFunc(s.getBatch))
+	s.routeGallery()
 	// The dashboard is a single-page app with its own JSON API under the same prefix, using
 	// every method; it is documented as one route.
 	s.routes = append(s.routes, Route{Method: "GET", Path: "/monitoring/"})
@@ -228,9 +243,10 @@ func New(o Options) (*Server, error) {
 type access int
 
 const (
-	open access = iota // anyone
-	api                // the token holder, always
-	ops                // anyone on a loopback-only server, else the token holder
+	open   access = iota // anyone
+	api                  // the token holder, always
+	ops                  // anyone on a loopback-only server, else the token holder
+	browse               // the token holder, always, as a bearer token or a browser's basic auth
 )
 
 func (s *Server) handle(method, path string, a access, h http.Handler) {
