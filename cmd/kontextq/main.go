@@ -103,7 +103,7 @@ Settings come from flags, then environment variables, then an optional YAML file
 	root.PersistentPreRun = func(*cobra.Command, []string) { commandStarted = true }
 	root.AddCommand(newRunCmd(), newWorkerCmd(), newSimCmd(), newConfigCmd(), newBenchCmd())
 	root.AddCommand(newLoadCmd(), newStatusCmd(), newExportCmd(), newRetryCmd(), newCancelCmd())
-	root.AddCommand(newServeCmd(), newDemoCmd(), newVerifyCmd(), newVersionCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd(), newVerifyCmd(), newVersionCmd(), newGalleryCmd())
 	registerSettings(root)
 	explainArgs(root)
 	return root
@@ -123,9 +123,10 @@ var (
 // commandSettings are the settings each command uses (by its path below the root), listed in its
 // help as its flags. The environment and the config file set any setting for any command.
 var commandSettings = map[string][][]string{
-	"run":             {logSettings, redisSettings, kieSettings, rateSettings, workSettings, serveSettings},
+	"run":             {logSettings, redisSettings, kieSettings, rateSettings, workSettings, serveSettings, {"price"}},
 	"worker":          {logSettings, redisSettings, kieSettings, rateSettings, workSettings},
-	"serve":           {logSettings, redisSettings, kieSettings, rateSettings, serveSettings, {"retention"}},
+	"serve":           {logSettings, redisSettings, kieSettings, rateSettings, serveSettings, {"retention", "archive", "price"}},
+	"gallery":         {logSettings, redisSettings, {"archive", "rate", "price", "retention"}},
 	"load":            {logSettings, redisSettings, {"rate", "retention", "generation-retries", "price"}},
 	"status":          {logSettings, redisSettings, {"rate"}},
 	"export":          {logSettings, redisSettings, {"retention", "price"}},

@@ -28,6 +28,13 @@ type ServeDeps struct {
 	Metrics  *server.Metrics       // the workers' counters (the worker's Observer too); optional
 	Logger   *slog.Logger
 
+	// Store is the archive the gallery shows images from (nil: none); ThumbCache the directory
+	// of its thumbnails (the user's cache directory when empty); ETA how long an unfinished
+	// batch has left.
+	Store      archive.Store
+	ThumbCache string
+	ETA        func(jobs.Counts) string
+
 	// InsecureNoToken serves without KONTEXTQ_API_TOKEN (loopback only); AllowUnsigned accepts
 	// unsigned Kie callbacks; ReadOnly makes the dashboard view-only.
 	InsecureNoToken, AllowUnsigned, ReadOnly bool
@@ -56,6 +63,10 @@ func StartServer(ctx context.Context, cfg config.Config, d ServeDeps) (addr stri
 		o.Credits = d.Credits
 	}
 	o.Pause, _ = d.Checker.(server.PauseSource)
+	if err := galleryOptions(cfg, d, &o); err != nil {
+		enq.Close()
+		return "", nil, err
+	}
 	for _, l := range d.Limiters.All() {
 		if l != nil {
 			o.Limiters = append(o.Limiters, l)
