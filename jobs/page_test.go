@@ -141,3 +141,33 @@ func BenchmarkPage(b *testing.B) {
 		})
 	}
 }
+
+func TestPaidCountsGenerateCallsByModel(t *testing.T) {
+	env := redistest.New(t)
+	l := NewLedger(env.Client, LedgerOptions{Namespace: env.Prefix + "ns"})
+	ctx := context.Background()
+	specs := []*Spec{{Batch: "b", ID: "a", Prompt: "a"}, {Batch: "b", ID: "b", Prompt: "b", Model: "flux-kontext-max"},
+		{Batch: "b", ID: "c", Prompt: "c"}, {Batch: "b", ID: "d", Prompt: "d"}}
+	if _, err := l.CreateMany(ctx, specs); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if ok, err := l.RecordSubmitted(ctx, Ref{"b", id}, "t-"+id); err != nil || !ok {
+			t.Fatalf("submitted %s: %v %v", id, ok, err)
+		}
+	}
+	// A requeued job paid for its first call and pays again for the next.
+	if ok, err := l.Requeue(ctx, Ref{"b", "c"}, "t-c", "failed"); err != nil || !ok {
+		t.Fatalf("requeue: %v %v", ok, err)
+	}
+	if ok, err := l.RecordSubmitted(ctx, Ref{"b", "c"}, "t-c2"); err != nil || !ok {
+		t.Fatalf("resubmitted: %v %v", ok, err)
+	}
+	paid, err := l.Paid(ctx, "b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(paid) != 2 || paid["flux-kontext-pro"] != 3 || paid["flux-kontext-max"] != 1 {
+		t.Errorf("paid %v, want 3 flux-kontext-pro and 1 flux-kontext-max", paid)
+	}
+}

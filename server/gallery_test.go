@@ -378,3 +378,23 @@ func TestGalleryAddressesCannotLeaveTheArchive(t *testing.T) {
 		}
 	}
 }
+
+func TestGalleryShowsSpendAtTheConfiguredPrices(t *testing.T) {
+	f := gallerySetup(t, 10, func(o *server.Options) {
+		o.Prices = map[string]float64{"flux-kontext-pro": 4.5}
+		o.ETA = func(c jobs.Counts) string { return fmt.Sprintf("soon: %d queued", c.Queued) }
+	})
+	list := f.page(t, "/gallery/")
+	// 7 archived jobs, one generate call each, at 4.5 credits; one job still queued.
+	if !strings.Contains(list, "31.5 credits") || !strings.Contains(list, "soon: 1 queued") {
+		t.Errorf("the batch list does not show the spend and the ETA:\n%s", list)
+	}
+	p := f.page(t, "/gallery/cats/")
+	if !strings.Contains(p, "spend 31.5 credits") {
+		t.Error("the batch page does not show the spend")
+	}
+	g := gallerySetup(t, 3)
+	if list := g.page(t, "/gallery/"); strings.Contains(list, "credits</td>") {
+		t.Error("spend shown without prices")
+	}
+}
