@@ -327,9 +327,19 @@ func TestGalleryAddressesCannotLeaveTheArchive(t *testing.T) {
 	f := gallerySetup(t, 3)
 	ctx := context.Background()
 	// Ledger records that point elsewhere: a file beside the archive, another batch's image.
-	for id, loc := range map[string]string{"cat-0001": f.secret, "cat-0002": f.store.Location("dogs/cat-0002.png")} {
-		if ok, _, err := f.ledger.Apply(ctx, jobs.Ref{Batch: "cats", ID: id}, jobs.Change{Set: map[string]string{"loc": loc}}); err != nil || !ok {
-			t.Fatalf("tampering with %s: %v %v", id, ok, err)
+	for id, loc := range map[string]string{"evil-1": f.secret, "evil-2": f.store.Location("dogs/cat-0002.png")} {
+		r := jobs.Ref{Batch: "cats", ID: id}
+		if _, err := f.ledger.CreateMany(ctx, []*jobs.Spec{{Batch: "cats", ID: id, Prompt: "x"}}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := f.ledger.RecordSubmitted(ctx, r, "t-"+id); err != nil || !ok {
+			t.Fatalf("%s: %v %v", id, ok, err)
+		}
+		if ok, err := f.ledger.RecordGenerated(ctx, r, "t-"+id, jobs.Result{ResultURL: "https://example.invalid/x"}); err != nil || !ok {
+			t.Fatalf("%s: %v %v", id, ok, err)
+		}
+		if ok, err := f.ledger.RecordArchived(ctx, r, jobs.ArchiveRecord{Location: loc, SHA256: strings.Repeat("ab", 32), Bytes: 18}); err != nil || !ok {
+			t.Fatalf("%s: %v %v", id, ok, err)
 		}
 	}
 	for _, p := range []string{filepath.Join(f.root, "dogs.png"), filepath.Join(f.root, "dogs", "cat-0002.png")} {
@@ -356,9 +366,10 @@ func TestGalleryAddressesCannotLeaveTheArchive(t *testing.T) {
 		"/gallery/cats/image/%2F" + strings.ReplaceAll(abs, "/", "%2F"),
 		"/gallery/cats/thumb/..%2F..%2Fsecret.txt",
 		"/gallery/cats/image/cat-0001%00.png",
-		"/gallery/cats/image/cat-0001",    // its record points outside the archive
-		"/gallery/cats/thumb/cat-0001",    //
-		"/gallery/cats/image/cat-0002",    // its record points into another batch
+		"/gallery/cats/image/evil-1", // its record points outside the archive
+		"/gallery/cats/thumb/evil-1",
+		"/gallery/cats/thumb/evil-2",
+		"/gallery/cats/image/evil-2",      // its record points into another batch
 		"/gallery/../archive/dogs.png",    //
 		"/gallery/" + long + "/",          // longer than any name
 		"/gallery/cats/image/" + long,     //
