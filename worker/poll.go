@@ -57,7 +57,13 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 		return nil
 	}
 	if p.Token != "" && p.Token != j.PollToken {
-		return nil // a superseded chain
+		// A superseded chain. The chain that superseded it may have lost its task (claimed in
+		// the ledger, then Redis failed before its poll was queued): queue the current chain's
+		// poll, a no-op while it exists.
+		if j.PollToken == "" {
+			return nil
+		}
+		return w.tasks.Poll(ctx, j.Ref, j.PollToken, w.o.PollInterval)
 	}
 	probe, err := w.pause.admit(ctx, EndpointRecordInfo, maxPollWait)
 	if err != nil {

@@ -83,11 +83,13 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 	}
 	switch j.State {
 	case jobs.Submitted:
-		// A redelivery after the task id was recorded: make sure its polls run.
+		// A redelivery after the task id was recorded: make sure its polls run. The chain may
+		// have been claimed and its poll lost (Redis failed in between): queueing the poll of
+		// the current chain again is a no-op while it exists.
 		if j.PollToken == "" {
 			return w.startPolls(ctx, j.Ref, j.TaskID, "", w.o.FirstPoll)
 		}
-		return nil
+		return w.tasks.Poll(ctx, j.Ref, j.PollToken, w.o.FirstPoll)
 	case jobs.Generated:
 		return w.queueArchive(ctx, j)
 	case jobs.Queued:
