@@ -60,10 +60,11 @@ type Config struct {
 	// (default 2). Each one is a paid request.
 	GenerationRetries int
 
-	// PollInterval is the time between two polls of one task (default 3s; Kie asks for 2-5 s).
+	// PollInterval is the longest wait between two polls of one task (default 3s); the schedule
+	// itself follows learned generation times (worker/pollplan.go).
 	PollInterval time.Duration
-	// FirstPoll is the delay from submission to the first poll (default 8s), since no image is
-	// ready sooner.
+	// FirstPoll is the generation time assumed before any is learned (default 8s): the poll
+	// schedule's prior median.
 	FirstPoll time.Duration
 	// PollTimeout is how long a task may stay silent before polling stops and the sweeper takes
 	// it over (default 15m).

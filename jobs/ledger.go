@@ -725,6 +725,16 @@ func (l *Ledger) InFlight(ctx context.Context, t time.Time, limit int64) ([]Ref,
 	return l.due(ctx, l.inflightKey(), t, limit)
 }
 
+// InFlightCount is the number of submitted jobs of the namespace (every batch, every worker).
+func (l *Ledger) InFlightCount(ctx context.Context) (int64, error) {
+	return l.rdb.ZCard(ctx, l.inflightKey()).Result()
+}
+
+// Key names a key of the namespace that lives beside the ledger but outside its schema (the
+// worker's learned generation times), with the ledger's prefix: on a Cluster it shares the
+// namespace's hash slot.
+func (l *Ledger) Key(name string) string { return l.kp + name }
+
 // ms formats a time as Unix milliseconds.
 func ms(t time.Time) string {
 	if t.IsZero() {

@@ -118,7 +118,7 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 		w.log.Warn("task still generating past the poll limit; handed to the sweeper", "job", j.Ref.String(), "task", j.TaskID)
 		return err
 	}
-	return w.startPolls(ctx, j.Ref, j.TaskID, p.Token, w.o.PollInterval)
+	return w.startPolls(ctx, j.Ref, j.TaskID, p.Token, w.nextPoll(ctx, j))
 }
 
 func (w *Worker) recordSuccess(ctx context.Context, j *jobs.Job, rec *kie.Record) error {
@@ -140,6 +140,7 @@ func (w *Worker) recordSuccess(ctx context.Context, j *jobs.Job, rec *kie.Record
 		return err
 	}
 	w.o.Observer.Generated(w.o.Now().Sub(j.SubmittedAt))
+	w.learn(ctx, j, rec.CreateTime, rec.CompleteTime)
 	j.State, j.ResultURL, j.ExpiresAt = jobs.Generated, res.ResultURL, res.ExpiresAt
 	return w.queueArchive(ctx, j)
 }

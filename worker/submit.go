@@ -87,7 +87,7 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 		// have been claimed and its poll lost (Redis failed in between): queueing the poll of
 		// the current chain again is a no-op while it exists.
 		if j.PollToken == "" {
-			return w.startPolls(ctx, j.Ref, j.TaskID, "", w.o.FirstPoll)
+			return w.startPolls(ctx, j.Ref, j.TaskID, "", w.firstPoll(ctx, j))
 		}
 		return w.tasks.Poll(ctx, j.Ref, j.PollToken, w.o.FirstPoll)
 	case jobs.Generated:
@@ -221,7 +221,7 @@ record:
 	w.log.Debug("submitted", "job", j.Ref.String(), "task", taskID)
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer pcancel()
-	return w.startPolls(pctx, j.Ref, taskID, "", w.o.FirstPoll)
+	return w.startPolls(pctx, j.Ref, taskID, "", w.firstPoll(pctx, j))
 }
 
 // submitFailed handles a generate call that did not return a task id.

@@ -52,8 +52,9 @@ type Options struct {
 	ArchiveWorkers int // 4
 
 	GenerationRetries int           // resubmissions after a failed generation (2); <0 means none
-	FirstPoll         time.Duration // 8 s
-	PollInterval      time.Duration // 3 s
+	FirstPoll         time.Duration // 8 s; the prior median generation time (see pollplan.go)
+	PollInterval      time.Duration // 3 s; the longest wait between two polls of a task
+	PollRate          float64       // record-info calls per second the poll limiter grants; 0: unknown
 	PollTimeout       time.Duration // 15 min; after it, only the sweeper checks the task
 	ResultTTL         time.Duration // how long a result URL is assumed to live (24 h)
 	Retention         time.Duration // ledger retention of finished jobs (7 days)
@@ -163,6 +164,8 @@ type Worker struct {
 	pause   *pause
 	storm   atomic.Int32 // server errors from Kie's API in a row (see refused)
 	redis   *redisProbe
+	stats   *genStats
+	plan    pollPlan
 	submits sync.WaitGroup // generate calls in flight; they outlive a shutdown so their task id is recorded
 }
 
@@ -180,7 +183,9 @@ func New(o Options) (*Worker, error) {
 		tasks:  jobs.NewTasks(o.Redis, jobs.TasksOptions{Namespace: o.Namespace, Now: o.Now}),
 		pause:  &pause{rdb: o.Redis, key: o.Namespace + ":pause", now: o.Now},
 		redis:  &redisProbe{rdb: o.Redis, log: o.Logger},
+		plan:   pollPlan{prior: o.FirstPoll, maxInterval: o.PollInterval, rate: o.PollRate},
 	}
+	w.stats = &genStats{rdb: o.Redis, key: w.ledger.Key, ttl: o.Retention}
 	return w, nil
 }
 

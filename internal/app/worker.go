@@ -75,7 +75,16 @@ func WorkerOptions(cfg config.Config) worker.Options {
 		SubmitWorkers: cfg.SubmitWorkers, PollWorkers: cfg.PollWorkers, ArchiveWorkers: cfg.ArchiveWorkers,
 		GenerationRetries: retries,
 		FirstPoll:         cfg.FirstPoll, PollInterval: cfg.PollInterval, PollTimeout: cfg.PollTimeout,
+		PollRate:  pollRate(cfg),
 		Retention: cfg.Retention, ExpiryMargin: cfg.ExpiryMargin, ResultTTL: cfg.ResultTTL, ArchiveOrigin: cfg.ArchiveOrigin,
 		CallbackURL: cb,
 	}
+}
+
+// pollRate is the poll budget in calls per second (0 when unset).
+func pollRate(cfg config.Config) float64 {
+	if cfg.PollRate.Events <= 0 || cfg.PollRate.Per <= 0 {
+		return 0
+	}
+	return float64(cfg.PollRate.Events) / cfg.PollRate.Per.Seconds()
 }
