@@ -24,7 +24,7 @@ import (
 //   - first at m·e^(−σ/2), a little before the median;
 //   - then, while the elapsed time e is below the median, halfway to it; past the median every
 //     σ/2·e (geometric: the longer a task runs, the less a poll buys);
-//   - never sooner than the floor max(m/10, n/(0.8·R)): a tenth of the median, and the share of
+//   - after the first, never sooner than the floor max(m/10, n/(0.8·R)): a tenth of the median, and the share of
 //     the poll budget one of n jobs may spend, so many jobs in flight slow each one's polls
 //     instead of queueing on the limiter;
 //   - never later than --poll-interval after the previous poll unless the budget floor asks for
@@ -78,8 +78,8 @@ func (p pollPlan) floor(e Estimate, inFlight int64) time.Duration {
 // first is the delay from submission to the first poll.
 func (p pollPlan) first(e Estimate, inFlight int64) time.Duration {
 	e = p.withPrior(e)
-	d := time.Duration(float64(e.Median) * math.Exp(-e.Sigma/2))
-	return max(d, p.floor(e, inFlight))
+	// Every task is polled at least once: the budget share only spaces the polls after it.
+	return time.Duration(float64(e.Median) * math.Exp(-e.Sigma/2))
 }
 
 // next is the delay to the next poll of a task that was still generating elapsed after its

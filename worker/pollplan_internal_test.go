@@ -27,7 +27,7 @@ func TestPollPlan(t *testing.T) {
 		{"past the median: grows with the elapsed time", Estimate{Median: 2 * s, Sigma: 0.6, Samples: 20}, 8 * s, 1, 2400 * time.Millisecond, 2400 * time.Millisecond},
 		{"never longer than --poll-interval", Estimate{Median: 2 * s, Sigma: 1, Samples: 20}, 60 * s, 1, 3 * s, 3 * s},
 		{"many in flight: a job's share of the budget", learned2s, 1900 * time.Millisecond, 40, 5 * s, 5 * s},
-		{"many in flight: first poll no sooner than the share", learned2s, -1, 40, 5 * s, 5 * s},
+		{"many in flight: the first poll still near the median", learned2s, -1, 40, 1800 * time.Millisecond, 2 * s},
 		{"tiny sigma still spreads polls", Estimate{Median: 2 * s, Sigma: 0, Samples: 5}, 2 * s, 1, 200 * time.Millisecond, 200 * time.Millisecond},
 	}
 	for _, c := range cases {
