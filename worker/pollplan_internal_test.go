@@ -1,8 +1,12 @@
 package worker
 
 import (
+	"context"
 	"testing"
 	"time"
+
+	"github.com/kontextq/kontextq/internal/redistest"
+	"github.com/kontextq/kontextq/jobs"
 )
 
 func TestPollPlan(t *testing.T) {
@@ -64,5 +68,33 @@ func TestPollPlanScaleFree(t *testing.T) {
 				t.Errorf("elapsed %v medians: delays in medians %v differ with the scale", elapsed, ds)
 			}
 		}
+	}
+}
+
+// Learned times are shared through Redis per model and mode, and the schedule follows them
+// within a few jobs, whatever the prior.
+func TestGenStatsLearn(t *testing.T) {
+	env := redistest.New(t)
+	ctx := context.Background()
+	g := &genStats{rdb: env.Client, key: func(n string) string { return env.Prefix + ":" + n }, ttl: time.Hour}
+	gen, edit := &jobs.Spec{Prompt: "p"}, &jobs.Spec{Prompt: "p", InputImage: "https://x/y.png"}
+	for _, d := range []time.Duration{2 * time.Second, 1900 * time.Millisecond, 2100 * time.Millisecond} {
+		if err := g.observe(ctx, gen, d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := g.read(ctx, gen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Samples != 3 || e.Median < 1900*time.Millisecond || e.Median > 2100*time.Millisecond {
+		t.Fatalf("after three ~2 s generations: %+v", e)
+	}
+	plan := pollPlan{prior: 8 * time.Second, maxInterval: 3 * time.Second}
+	if d := plan.first(e, 1); d > 2*time.Second || d < 1500*time.Millisecond {
+		t.Errorf("first poll %v after three ~2 s generations (prior 8 s)", d)
+	}
+	if e, _ := g.read(ctx, edit); e.Samples != 0 {
+		t.Errorf("edits learned from generations: %+v", e)
 	}
 }
