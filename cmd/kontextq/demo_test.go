@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/kontextq/kontextq/internal/eventually"
 )
 
 // `kontextq demo` from a clean environment (no key, no Redis, no settings) archives every image
@@ -28,7 +30,7 @@ func TestDemo(t *testing.T) {
 	p := start(t, dir, nil, "demo", "--listen", "127.0.0.1:0", "--keep-serving")
 	url := regexp.MustCompile(`dashboard stays up at (http://[^\s;]+)`)
 	var dashboard string
-	within(t, time.Minute, "the demo's batch to finish", func() bool {
+	eventually.True(t, time.Minute, "the demo's batch to finish", func() bool {
 		if m := url.FindStringSubmatch(p.out.String()); m != nil {
 			dashboard = m[1]
 			return true

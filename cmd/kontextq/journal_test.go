@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
 )
@@ -46,7 +47,7 @@ func TestRunInMemoryKilledMidBatch(t *testing.T) {
 	}
 
 	first := start(t, dir, env, "run", "lanterns.jsonl")
-	within(t, time.Minute, "some images archived", func() bool { return images() >= 10 })
+	eventually.True(t, time.Minute, "some images archived", func() bool { return images() >= 10 })
 	if err := first.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}

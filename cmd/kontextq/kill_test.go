@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -63,7 +64,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 		}
 	}
 	w1 := start(t, dir, envv, "worker")
-	within(t, time.Minute, "some jobs archived", func() bool {
+	eventually.True(t, time.Minute, "some jobs archived", func() bool {
 		c, _ := ledger.Counts(ctx, "boats")
 		return c.Archived >= 10
 	})
@@ -79,7 +80,7 @@ func TestWorkerKilledMidBatch(t *testing.T) {
 
 	metricsAddr := freeAddr(t)
 	w2 := start(t, dir, envv, "worker", "--listen", metricsAddr)
-	within(t, 3*time.Minute, "the batch to finish after the restart", func() bool {
+	eventually.True(t, 3*time.Minute, "the batch to finish after the restart", func() bool {
 		c, _ := ledger.Counts(ctx, "boats")
 		return c.Done()
 	})

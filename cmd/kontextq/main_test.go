@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -92,18 +91,5 @@ func (p *proc) wait(t *testing.T, timeout time.Duration) int {
 		<-p.done
 		t.Fatalf("kontextq did not exit within %s; output:\n%s", timeout, p.out.String())
 		return -1
-	}
-}
-
-func within(t *testing.T, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	for !cond() {
-		select {
-		case <-ctx.Done():
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		case <-time.After(100 * time.Millisecond):
-		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -63,7 +64,7 @@ func TestServeReportsTheDeploymentsCounters(t *testing.T) {
 		return v
 	}
 	var body string
-	within(t, 90*time.Second, "serve's /metrics to count every image archived", func() bool {
+	eventually.True(t, 90*time.Second, "serve's /metrics to count every image archived", func() bool {
 		body = scrape(serveAddr)
 		return value(body, "kontextq_archived_images_total") == n && value(body, "kontextq_submissions_total") == n &&
 			value(body, "kontextq_sweeps_total") >= 1

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
@@ -45,7 +46,7 @@ func TestRunServesDashboardAndMetrics(t *testing.T) {
 			t.Logf("last /metrics:\n%s\nlast /monitoring/api/queues:\n%s", metrics, queues)
 		}
 	}()
-	within(t, 30*time.Second, "the batch in run's metrics", func() bool {
+	eventually.True(t, 30*time.Second, "the batch in run's metrics", func() bool {
 		code, body := get("/metrics")
 		metrics = body
 		return code == 200 && strings.Contains(body, `kontextq_batch_jobs{batch="few"`) &&
@@ -53,7 +54,7 @@ func TestRunServesDashboardAndMetrics(t *testing.T) {
 	})
 	// The dashboard lists every asynq queue of the Redis; another test deleting its queue at
 	// the same moment makes one listing fail, so look again.
-	within(t, 20*time.Second, "the batch's queues on run's dashboard", func() bool {
+	eventually.True(t, 20*time.Second, "the batch's queues on run's dashboard", func() bool {
 		code, body := get("/monitoring/api/queues")
 		queues = body
 		return code == 200 && strings.Contains(body, env.Prefix+"ns:submit")

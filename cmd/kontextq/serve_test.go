@@ -15,6 +15,7 @@ import (
 
 	"github.com/hibiken/asynq"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
@@ -80,7 +81,7 @@ func TestServeDashboardInChromium(t *testing.T) {
 	p := start(t, t.TempDir(), []string{"REDIS_URL=" + env.URL, "KIE_API_KEY=sim-key", "KONTEXTQ_NAMESPACE=" + ns,
 		"KONTEXTQ_API_TOKEN=" + token, "KIE_WEBHOOK_HMAC_KEY=" + hmacKey}, "serve", "--listen", addr)
 	base := "http://" + addr
-	within(t, 30*time.Second, "kontextq serve to be ready", func() bool {
+	eventually.True(t, 30*time.Second, "kontextq serve to be ready", func() bool {
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false

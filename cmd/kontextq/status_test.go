@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -154,8 +155,8 @@ func TestBatchLifecycle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	within(t, 30*time.Second, "the submit queue to drain", func() bool { qi := submitQueue(t, env); return qi.Size == 0 })
-	within(t, 30*time.Second, "the late batch to finish", func() bool { c, _ := ledger.Counts(ctx, "late"); return c.Done() })
+	eventually.True(t, 30*time.Second, "the submit queue to drain", func() bool { qi := submitQueue(t, env); return qi.Size == 0 })
+	eventually.True(t, 30*time.Second, "the late batch to finish", func() bool { c, _ := ledger.Counts(ctx, "late"); return c.Done() })
 	if st := sim.Stats(); rep.Cancelled == 1 && st.Accepted != 6 {
 		t.Errorf("a cancelled job was submitted: Kie accepted %d tasks, want 6", st.Accepted)
 	}
@@ -250,7 +251,7 @@ func TestStatusWatch(t *testing.T) {
 		t.Fatalf("load: exit %d\n%s", code, out)
 	}
 	p := start(t, dir, cliEnv(env), "status", "kites", "--watch", "--every", "100ms")
-	within(t, 30*time.Second, "a progress line", func() bool {
+	eventually.True(t, 30*time.Second, "a progress line", func() bool {
 		return strings.Contains(p.out.String(), "0/2 archived · 0 failed · 0 generating · 0 archiving · 2 queued")
 	})
 	time.Sleep(300 * time.Millisecond) // a few refreshes: unchanged counts print no new line

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -137,7 +138,7 @@ func TestCancelLargeBatch(t *testing.T) {
 		t.Fatalf("counts after cancel: %+v %v, want all %d failed", c, err, n)
 	}
 	w := start(t, dir, envv, "worker")
-	within(t, time.Minute, "the worker to drain the cancelled tasks", func() bool { return submitQueue(t, env).Size == 0 })
+	eventually.True(t, time.Minute, "the worker to drain the cancelled tasks", func() bool { return submitQueue(t, env).Size == 0 })
 	_ = w.cmd.Process.Signal(syscall.SIGTERM)
 	w.wait(t, 30*time.Second)
 	if st := sim.Stats(); st.Requests[kiesim.EndpointGenerate] != 0 {
@@ -222,7 +223,7 @@ func TestOldSpellingsStillWork(t *testing.T) {
 		t.Errorf("a setting before the command: exit %d:\n%s", code, out)
 	}
 	sim := start(t, t.TempDir(), nil, "sim", "--addr", "127.0.0.1:0", "--limit", "5/1s")
-	within(t, time.Minute, "the simulator to start", func() bool { return strings.Contains(sim.out.String(), "Kie simulator on http://127.0.0.1:") })
+	eventually.True(t, time.Minute, "the simulator to start", func() bool { return strings.Contains(sim.out.String(), "Kie simulator on http://127.0.0.1:") })
 	for _, w := range []string{"--addr has been deprecated, use --listen", "--limit has been deprecated, use --rate"} {
 		if !strings.Contains(sim.out.String(), w) {
 			t.Errorf("sim output lacks %q:\n%s", w, sim.out.String())
