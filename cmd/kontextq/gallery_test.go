@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/kontextq/kontextq/archive"
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 )
@@ -233,7 +234,7 @@ func TestGalleryInChromium(t *testing.T) {
 	addr := freeAddr(t)
 	envv := cliEnv(env, "KIE_API_KEY=sim-key", "KONTEXTQ_API_TOKEN="+token, "KONTEXTQ_ARCHIVE="+root)
 	p := start(t, dir, envv, "serve", "--listen", addr, "--thumb-cache", thumbs)
-	within(t, 30*time.Second, "kontextq serve to be ready", func() bool {
+	eventually.True(t, 30*time.Second, "kontextq serve to be ready", func() bool {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err != nil {
 			return false
