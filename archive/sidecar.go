@@ -33,6 +33,13 @@ type Sidecar struct {
 	OriginURL    string          `json:"originUrl,omitempty"` // Kie's originImageUrl, if any
 	Attempts     int             `json:"attempts,omitempty"`  // downloads it took
 	Origin       *OriginImage    `json:"origin,omitempty"`    // the archived originImageUrl, when asked for
+
+	// With --embed-metadata the archived bytes carry provenance and differ from what Kie served:
+	// SHA256 and Bytes describe the archived file, SourceSHA256 and SourceBytes what Kie served,
+	// and Embedded where the inserted bytes lie.
+	SourceSHA256 string     `json:"sourceSha256,omitempty"`
+	SourceBytes  int64      `json:"sourceBytes,omitempty"`
+	Embedded     *Embedding `json:"embedded,omitempty"`
 }
 
 // FileName is the base name of the image's key: its Name, or its id.

@@ -60,6 +60,9 @@ func (f Finding) Unrepairable(now time.Time) string {
 type Report struct {
 	Checked  int       // images checked, each counted once
 	Findings []Finding // in job id order; a job may have several
+	// Embedded counts the images archived with provenance embedded whose bytes as Kie served
+	// them (the file without the inserted run) were checked against the sidecar's sourceSha256.
+	Embedded int
 }
 
 // Bad counts the images with at least one finding.
@@ -108,9 +111,12 @@ func VerifyBatch(ctx context.Context, s Store, batch string, recorded []Recorded
 	}
 	slices.Sort(ids)
 	for _, id := range ids {
-		fs, err := verifyImage(ctx, s, batch, id, known[id], sidecars[id])
+		fs, embedded, err := verifyImage(ctx, s, batch, id, known[id], sidecars[id])
 		if err != nil {
 			return rep, err
+		}
+		if embedded {
+			rep.Embedded++
 		}
 		rep.Checked++
 		rep.Findings = append(rep.Findings, fs...)
@@ -118,18 +124,19 @@ func VerifyBatch(ctx context.Context, s Store, batch string, recorded []Recorded
 	return rep, nil
 }
 
-func verifyImage(ctx context.Context, s Store, batch, id string, rec *Recorded, haveSidecar bool) ([]Finding, error) {
+// verifyImage checks one job's files; embedded reports that its source hash was checked too.
+func verifyImage(ctx context.Context, s Store, batch, id string, rec *Recorded, haveSidecar bool) (_ []Finding, embedded bool, _ error) {
 	var out []Finding
 	var sc Sidecar
 	if haveSidecar {
 		var err error
 		sc, err = ReadSidecar(ctx, s, batch, id)
 		if err != nil && ctx.Err() != nil {
-			return nil, err
+			return nil, false, err
 		}
 		if err != nil {
 			if rec == nil {
-				return []Finding{{ID: id, Key: SidecarKey(batch, id), Problem: "corrupt", Detail: err.Error()}}, nil
+				return []Finding{{ID: id, Key: SidecarKey(batch, id), Problem: "corrupt", Detail: err.Error()}}, false, nil
 			}
 			haveSidecar = false
 		}
@@ -151,18 +158,26 @@ func verifyImage(ctx context.Context, s Store, batch, id string, rec *Recorded, 
 			key = k // where it was recorded, whatever its name
 		}
 	}
-	sum, err := HashObject(ctx, s, key)
+	var skip *Embedding
+	if haveSidecar && sc.Embedded != nil && sc.SourceSHA256 != "" {
+		skip = sc.Embedded
+	}
+	sum, srcSum, err := hashObject(ctx, s, key, skip)
 	switch {
 	case errors.Is(err, ErrNotFound):
 		out = append(out, Finding{ID: id, Key: key, Problem: "missing", Detail: "no such object"})
 	case err != nil && ctx.Err() != nil:
-		return nil, err
+		return nil, false, err
 	case err != nil:
 		out = append(out, Finding{ID: id, Key: key, Problem: "corrupt", Detail: "unreadable: " + err.Error()})
 	case haveSidecar && sum != sc.SHA256:
 		out = append(out, Finding{ID: id, Key: key, Problem: "corrupt", Detail: fmt.Sprintf("sha256 %s, the sidecar records %s", sum, sc.SHA256)})
 	case rec != nil && rec.SHA256 != "" && sum != rec.SHA256:
 		out = append(out, Finding{ID: id, Key: key, Problem: "corrupt", Detail: fmt.Sprintf("sha256 %s, the ledger records %s", sum, rec.SHA256)})
+	case skip != nil && srcSum != sc.SourceSHA256:
+		out = append(out, Finding{ID: id, Key: key, Problem: "corrupt", Detail: fmt.Sprintf("without its embedded metadata sha256 %s, the sidecar records Kie's %s", srcSum, sc.SourceSHA256)})
+	case skip != nil:
+		embedded = true
 	}
 	for i := range out {
 		out[i].Repair = repair
@@ -182,21 +197,67 @@ func verifyImage(ctx context.Context, s Store, batch, id string, rec *Recorded, 
 			out = append(out, Finding{ID: id, Key: o.Key, Problem: "origin", Detail: detail, Origin: true})
 		}
 	}
-	return out, nil
+	return out, embedded, nil
 }
 
 // HashObject reads an object whole and returns its hex sha256.
 func HashObject(ctx context.Context, s Store, key string) (string, error) {
+	sum, _, err := hashObject(ctx, s, key, nil)
+	return sum, err
+}
+
+// hashObject reads an object whole and returns its hex sha256 and, when skip is given, the hex
+// sha256 of its bytes without the skip.Length bytes at skip.Offset (what Kie served).
+func hashObject(ctx context.Context, s Store, key string, skip *Embedding) (sum, source string, err error) {
 	rc, err := s.Open(ctx, key)
 	if err != nil {
-		return "", err
+		return "", "", err
 	}
 	defer rc.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, rc); err != nil {
-		return "", fmt.Errorf("reading %s: %w", key, err)
+	h, src := sha256.New(), sha256.New()
+	var w io.Writer = h
+	if skip != nil {
+		w = io.MultiWriter(h, &skipWriter{w: src, from: skip.Offset, to: skip.Offset + skip.Length})
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	if _, err := io.Copy(w, rc); err != nil {
+		return "", "", fmt.Errorf("reading %s: %w", key, err)
+	}
+	sum = hex.EncodeToString(h.Sum(nil))
+	if skip != nil {
+		source = hex.EncodeToString(src.Sum(nil))
+	}
+	return sum, source, nil
+}
+
+// skipWriter passes on everything but the bytes at stream offsets [from, to).
+type skipWriter struct {
+	w        io.Writer
+	n        int64
+	from, to int64
+}
+
+func (s *skipWriter) Write(p []byte) (int, error) {
+	start, end := s.n, s.n+int64(len(p))
+	s.n = end
+	if end <= s.from || start >= s.to {
+		return len(p), write(s.w, p)
+	}
+	if start < s.from {
+		if err := write(s.w, p[:s.from-start]); err != nil {
+			return 0, err
+		}
+	}
+	if end > s.to {
+		if err := write(s.w, p[max(s.to-start, 0):]); err != nil {
+			return 0, err
+		}
+	}
+	return len(p), nil
+}
+
+func write(w io.Writer, p []byte) error {
+	_, err := w.Write(p)
+	return err
 }
 
 // SplitLocation splits a location recorded for an object of batch (a Store's Location of its key:

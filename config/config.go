@@ -83,6 +83,9 @@ type Config struct {
 	// 10 minutes, so it is fetched in the same archive task; failing to fetch it never fails the
 	// main image.
 	ArchiveOrigin bool
+	// EmbedMetadata writes provenance into each archived image (default false): the archived
+	// bytes then differ from what Kie served, and the sidecar records both hashes.
+	EmbedMetadata bool
 
 	// Namespace prefixes every Redis key and asynq queue name, so several deployments can share
 	// one Redis (default kontextq). It matches [a-z0-9_-]{1,32}.

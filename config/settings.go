@@ -122,6 +122,11 @@ var settings = []*setting{
 		"also archive Kie's originImageUrl as <batch>/<id>.origin.<ext>; it lives only 10 minutes, and failing "+
 			"to fetch it never holds up the main image",
 		func(c *Config) *bool { return &c.ArchiveOrigin }),
+	boolSetting("embed-metadata", "KONTEXTQ_EMBED_METADATA",
+		"write provenance into each archived image (XMP in JPEG, XMP and iTXt in PNG: prompt, model, request, task and "+
+			"job id, batch, IPTC DigitalSourceType trainedAlgorithmicMedia); the archived bytes then differ from what Kie "+
+			"served, and the sidecar keeps both hashes",
+		func(c *Config) *bool { return &c.EmbedMetadata }),
 	{
 		Setting: Setting{Flag: "namespace", Env: "KONTEXTQ_NAMESPACE",
 			Help: "prefix of every Redis key and asynq queue name, so deployments can share one Redis; [a-z0-9_-]{1,32}"},

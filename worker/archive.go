@@ -112,11 +112,15 @@ func (w *Worker) archive(ctx context.Context, j *jobs.Job) error {
 	if sp.format != j.Spec.Format() {
 		w.log.Warn("result format differs from the requested one; archived as what it is", "job", j.Ref.String(), "requested", j.Spec.Format(), "got", sp.format)
 	}
+	sc := SidecarFor(j)
+	if w.o.EmbedMetadata {
+		sp = w.withProvenance(sp, &sc)
+		defer sp.close()
+	}
 	key := archive.ImageKey(j.Batch, j.Spec.FileName(), sp.format)
 	if err := w.publish(ctx, key, sp); err != nil {
 		return err
 	}
-	sc := SidecarFor(j)
 	sc.SourceURL, sc.SHA256, sc.Bytes, sc.Format, sc.ArchivedAt = sp.url, sp.sum, sp.size, sp.format, w.o.Now()
 	if w.o.ArchiveOrigin && j.OriginURL != "" {
 		sc.Origin = w.archiveOrigin(ctx, j)
@@ -202,6 +206,12 @@ func (w *Worker) Rearchive(ctx context.Context, sc archive.Sidecar) (archive.Sid
 		return sc, fmt.Errorf("re-archive %s: %w", ref, err)
 	}
 	defer sp.close()
+	embed := w.o.EmbedMetadata || sc.Embedded != nil // a repair restores the image as it was archived
+	sc.SourceSHA256, sc.SourceBytes, sc.Embedded = "", 0, nil
+	if embed {
+		sp = w.withProvenance(sp, &sc)
+		defer sp.close()
+	}
 	key := archive.ImageKey(sc.Batch, sc.FileName(), sp.format)
 	if err := w.publish(ctx, key, sp); err != nil {
 		return sc, err
@@ -217,6 +227,49 @@ func (w *Worker) Rearchive(ctx context.Context, sc archive.Sidecar) (archive.Sid
 	return sc, nil
 }
 
+// withProvenance returns sp with sc's provenance inserted (archive.EmbedProvenance), in a spool
+// file of its own that the caller closes, and records in sc the hash of what Kie served and where
+// the inserted bytes lie. When the image cannot carry it (an XMP packet too large for a JPEG
+// segment, say) it logs why and returns sp itself, unchanged: the image is archived as served
+// rather than not at all.
+func (w *Worker) withProvenance(sp *spooled, sc *archive.Sidecar) *spooled {
+	fail := func(err error) *spooled {
+		w.log.Warn("provenance not embedded; the image is archived as Kie served it", "job", sc.Batch+"/"+sc.ID, "err", err)
+		return &spooled{f: sp.f, url: sp.url, size: sp.size, sum: sp.sum, format: sp.format, borrowed: true}
+	}
+	if _, err := sp.f.Seek(0, io.SeekStart); err != nil {
+		return fail(err)
+	}
+	data, err := io.ReadAll(sp.f)
+	if err != nil {
+		return fail(err)
+	}
+	out, emb, err := archive.EmbedProvenance(data, sp.format, archive.ProvenanceOf(*sc))
+	if err != nil {
+		return fail(err)
+	}
+	f, err := os.CreateTemp(w.o.SpoolDir, "kontextq-*.part")
+	if err != nil {
+		return fail(fmt.Errorf("spool file: %w", err))
+	}
+	sum := sha256.Sum256(out)
+	ns := &spooled{f: f, url: sp.url, size: int64(len(out)), sum: hex.EncodeToString(sum[:]), format: sp.format}
+	if _, err := f.Write(out); err != nil {
+		ns.close()
+		return fail(err)
+	}
+	if err := f.Sync(); err != nil {
+		ns.close()
+		return fail(err)
+	}
+	if _, err := verifyImage(f, sp.format); err != nil {
+		ns.close()
+		return fail(fmt.Errorf("with provenance: %w", err))
+	}
+	sc.SourceSHA256, sc.SourceBytes, sc.Embedded = sp.sum, sp.size, &emb
+	return ns
+}
+
 // spooled is a downloaded image in a local spool file, hashed and decoded.
 type spooled struct {
 	f      *os.File
@@ -224,9 +277,14 @@ type spooled struct {
 	size   int64
 	sum    string // hex sha256
 	format string // as decoded: "jpeg" or "png"
+	// borrowed: f belongs to another spooled, which closes it.
+	borrowed bool
 }
 
 func (s *spooled) close() {
+	if s.borrowed {
+		return
+	}
 	_ = s.f.Close()
 	_ = os.Remove(s.f.Name())
 }

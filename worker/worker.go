@@ -64,6 +64,9 @@ type Options struct {
 	// ArchiveOrigin also archives Kie's originImageUrl beside the result, in the same archive
 	// task (it lives 10 minutes). Failing to fetch it never fails the main image.
 	ArchiveOrigin bool
+	// EmbedMetadata inserts provenance (archive.EmbedProvenance) into each archived image; the
+	// sidecar then records the hash of what Kie served beside the archived file's.
+	EmbedMetadata bool
 
 	// CallbackURL, when set, is sent as callBackUrl with every submission.
 	CallbackURL string

@@ -116,7 +116,7 @@ var (
 	kieSettings   = []string{"kie-api-key", "kie-base-url", "kie-upload-url"}
 	rateSettings  = []string{"rate", "poll-rate", "transfer-rate"}
 	workSettings  = []string{"archive", "submit-workers", "poll-workers", "archive-workers", "generation-retries",
-		"poll-interval", "first-poll", "poll-timeout", "retention", "expiry-margin", "result-ttl", "archive-origin", "public-url"}
+		"poll-interval", "first-poll", "poll-timeout", "retention", "expiry-margin", "result-ttl", "archive-origin", "embed-metadata", "public-url"}
 	serveSettings = []string{"listen", "public-url", "webhook-hmac-key", "api-token"}
 )
 

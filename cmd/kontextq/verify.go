@@ -25,7 +25,9 @@ func newVerifyCmd() *cobra.Command {
 		Use:   "verify BATCH",
 		Short: "Re-read every archived image of a batch and check it against its sidecar and the ledger",
 		Long: `verify re-reads every image of BATCH where it was archived and checks that its sha256 matches its
-sidecar and, while the Redis ledger still holds the job, the ledger. Jobs are found both in the ledger and
+sidecar and, while the Redis ledger still holds the job, the ledger. An image archived with
+--embed-metadata is checked twice: as archived against its sidecar's sha256, and without its
+embedded provenance against the sourceSha256 of what Kie served. Jobs are found both in the ledger and
 through the sidecars in the archive, so batches the ledger has forgotten are verified too.
 
 The archive is the one the ledger recorded for the batch, wherever verify runs from; --archive
@@ -87,6 +89,9 @@ expiry are reported as "expired, cannot repair".`,
 			fmt.Fprintf(out, "batch %s: %d images verified, %d intact, %d with problems", batch, rep.Checked, rep.Checked-bad, bad)
 			if fixer != nil {
 				fmt.Fprintf(out, ", %d repaired", repaired)
+			}
+			if rep.Embedded > 0 {
+				fmt.Fprintf(out, "; %d carry embedded provenance and match the sha256 Kie served (sourceSha256)", rep.Embedded)
 			}
 			fmt.Fprintln(out)
 			if repaired < bad {

@@ -77,6 +77,7 @@ func WorkerOptions(cfg config.Config) worker.Options {
 		FirstPoll:         cfg.FirstPoll, PollInterval: cfg.PollInterval, PollTimeout: cfg.PollTimeout,
 		PollRate:  pollRate(cfg),
 		Retention: cfg.Retention, ExpiryMargin: cfg.ExpiryMargin, ResultTTL: cfg.ResultTTL, ArchiveOrigin: cfg.ArchiveOrigin,
+		EmbedMetadata: cfg.EmbedMetadata,
 		CallbackURL: cb,
 	}
 }
