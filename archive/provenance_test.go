@@ -2,7 +2,10 @@ package archive_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/xml"
 	"errors"
 	"image"
@@ -172,5 +175,45 @@ func TestEmbedProvenanceRefuses(t *testing.T) {
 	huge := strings.Repeat("a", 70000)
 	if _, _, err := archive.EmbedProvenance(testImage(t, "jpeg"), "jpeg", archive.Provenance{Prompt: huge}); err == nil {
 		t.Error("a prompt too large for one JPEG segment was embedded")
+	}
+}
+
+// verify hashes an image archived with provenance twice: as archived against sha256, and without
+// the embedded run against the sourceSha256 of what Kie served.
+func TestVerifyEmbedded(t *testing.T) {
+	ctx := context.Background()
+	s, err := archive.NewLocal(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := testImage(t, "png")
+	out, emb, err := archive.EmbedProvenance(src, "png", archive.Provenance{Prompt: "a kite", JobID: "k", Batch: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := func(b []byte) string { h := sha256.Sum256(b); return hex.EncodeToString(h[:]) }
+	if err := s.Put(ctx, archive.ImageKey("b", "k", "png"), bytes.NewReader(out), archive.Info{Size: int64(len(out)), SHA256: sum(out)}); err != nil {
+		t.Fatal(err)
+	}
+	sc := archive.Sidecar{ID: "k", Batch: "b", Format: "png", SHA256: sum(out), Bytes: int64(len(out)),
+		SourceSHA256: sum(src), SourceBytes: int64(len(src)), Embedded: &emb}
+	check := func(sc archive.Sidecar) archive.Report {
+		t.Helper()
+		if err := archive.PutSidecar(ctx, s, sc); err != nil {
+			t.Fatal(err)
+		}
+		rep, err := archive.VerifyBatch(ctx, s, "b", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rep
+	}
+	if rep := check(sc); rep.Checked != 1 || rep.Embedded != 1 || len(rep.Findings) != 0 {
+		t.Fatalf("intact embedded image: %+v", rep)
+	}
+	sc.SourceSHA256 = sum([]byte("something else"))
+	rep := check(sc)
+	if len(rep.Findings) != 1 || !strings.Contains(rep.Findings[0].Detail, "without its embedded metadata") {
+		t.Fatalf("an image whose bytes as served no longer match sourceSha256 passed: %+v", rep)
 	}
 }
