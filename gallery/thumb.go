@@ -160,15 +160,16 @@ func (t *Thumbs) make(ctx context.Context, store archive.Store, key, p string) e
 	if err != nil {
 		return fmt.Errorf("%s: %w", key, err)
 	}
-	return writeFile(p, data)
+	return WriteFile(p, data)
 }
 
-// writeFile publishes data at p whole: a reader never finds half a thumbnail.
-func writeFile(p string, data []byte) error {
+// WriteFile publishes data at p whole (a temporary file renamed into place): a reader never
+// finds half a thumbnail or half a page.
+func WriteFile(p string, data []byte) error {
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".thumb-*.tmp")
+	f, err := os.CreateTemp(filepath.Dir(p), ".kontextq-*.tmp")
 	if err != nil {
 		return err
 	}

@@ -127,7 +127,7 @@ func dirTarget(store archive.Store, out string) (gallery.StaticOptions, string, 
 	}
 	o := gallery.StaticOptions{
 		Write: func(_ context.Context, name string, data []byte) error {
-			return writeFileAtomic(filepath.Join(dir, filepath.FromSlash(name)), data)
+			return gallery.WriteFile(filepath.Join(dir, filepath.FromSlash(name)), data)
 		},
 		Exists: func(_ context.Context, name string) bool {
 			_, err := os.Stat(filepath.Join(dir, filepath.FromSlash(name)))
@@ -161,25 +161,6 @@ func pageLocation(loc string) string {
 		return "open file://" + hrefOf(filepath.ToSlash(loc))
 	}
 	return "written to " + loc
-}
-
-func writeFileAtomic(p string, data []byte) error {
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Dir(p), ".kontextq-*.tmp")
-	if err != nil {
-		return err
-	}
-	_, err = f.Write(data)
-	err = errors.Join(err, f.Close())
-	if err == nil {
-		err = os.Rename(f.Name(), p)
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-	}
-	return err
 }
 
 // openArchiveToRead opens the archive for reading only: a local archive directory that does not
