@@ -123,19 +123,20 @@ var (
 // commandSettings are the settings each command uses (by its path below the root), listed in its
 // help as its flags. The environment and the config file set any setting for any command.
 var commandSettings = map[string][][]string{
-	"run":             {logSettings, redisSettings, kieSettings, rateSettings, workSettings, serveSettings, {"price"}},
-	"worker":          {logSettings, redisSettings, kieSettings, rateSettings, workSettings},
-	"serve":           {logSettings, redisSettings, kieSettings, rateSettings, serveSettings, {"retention", "archive", "price"}},
-	"gallery":         {logSettings, redisSettings, {"archive", "rate", "price", "retention"}},
-	"load":            {logSettings, redisSettings, {"rate", "retention", "generation-retries", "price"}},
-	"status":          {logSettings, redisSettings, {"rate"}},
-	"export":          {logSettings, redisSettings, {"retention", "price"}},
-	"retry":           {logSettings, redisSettings, {"retention"}},
-	"cancel":          {logSettings, redisSettings, {"retention"}},
-	"verify":          {logSettings, redisSettings, kieSettings, {"archive", "transfer-rate", "retention"}},
-	"demo":            {logSettings, {"archive", "listen", "rate"}},
-	"bench ratelimit": {logSettings, redisSettings, {"submit-workers"}},
-	"config":          nil, // every setting
+	"run":              {logSettings, redisSettings, kieSettings, rateSettings, workSettings, serveSettings, {"price"}},
+	"worker":           {logSettings, redisSettings, kieSettings, rateSettings, workSettings},
+	"serve":            {logSettings, redisSettings, kieSettings, rateSettings, serveSettings, {"retention", "archive", "price"}},
+	"gallery":          {logSettings, redisSettings, {"archive", "rate", "price", "retention"}},
+	"load":             {logSettings, redisSettings, {"rate", "retention", "generation-retries", "price"}},
+	"status":           {logSettings, redisSettings, {"rate"}},
+	"export":           {logSettings, redisSettings, {"retention", "price"}},
+	"retry":            {logSettings, redisSettings, {"retention"}},
+	"cancel":           {logSettings, redisSettings, {"retention"}},
+	"verify":           {logSettings, redisSettings, kieSettings, {"archive", "transfer-rate", "retention"}},
+	"demo":             {logSettings, {"archive", "listen", "rate"}},
+	"bench ratelimit":  {logSettings, redisSettings},
+	"bench scheduling": {logSettings, {"redis-url"}},
+	"config":           nil, // every setting
 }
 
 // registerSettings gives each command below c the settings commandSettings lists for it.

@@ -116,28 +116,43 @@ func TestLateRateLimited(t *testing.T) {
 }
 
 func TestMisses(t *testing.T) {
-	cases := Cases()
-	one, overtold, storm, idle := cases[0], cases[2], cases[3], cases[4]
-	good := Figures{Jobs: 300, Archived: 300, Accepted: 300, Utilisation: 0.98, SpanUtilisation: 0.98}
+	byName := map[string]Case{}
+	for _, c := range Cases() {
+		byName[c.Name] = c
+	}
+	s := Compressed()
+	good := Figures{Jobs: 300, Archived: 300, Accepted: 300, Utilisation: 0.98, SpanUtilisation: 0.98,
+		Elapsed: 10 * time.Second, Ideal: 10 * time.Second, LatencyP95: 500 * time.Millisecond, RecordInfoCalls: 600}
 	tests := []struct {
 		name string
-		c    Case
+		c    string
 		f    Figures
 		want []string
 	}{
-		{"all met", one, good, nil},
-		{"utilisation low", one, with(good, func(f *Figures) { f.Utilisation = 0.9 }), []string{"utilisation 90.0% < 97.0%"}},
-		{"utilisation unmeasured", one, with(good, func(f *Figures) { f.Utilisation = math.NaN() }), []string{"utilisation not measured: no whole window to measure (use more --jobs)"}},
-		{"too many 429s", one, with(good, func(f *Figures) { f.RateLimited = 6 }), []string{"2.0 429s per 100 accepted > 1"}},
-		{"wasted first window", idle, with(good, func(f *Figures) { f.SpanUtilisation = 0.75 }), []string{"utilisation over the span 75.0% < 97.0%"}},
-		{"429s in all", overtold, with(good, func(f *Figures) { f.RateLimited = 11 }), []string{"11 429s in all > 10"}},
-		{"late 429s", overtold, with(good, func(f *Figures) { f.RateLimited, f.LateRateLimited = 5, 1 }), []string{"1 429s after the first 3 windows"}},
-		{"a failure", storm, with(good, func(f *Figures) { f.Archived, f.Failed = 299, 1 }), []string{"299 of 300 jobs archived, 1 failed"}},
-		{"the storm case has no rate target", storm, with(good, func(f *Figures) { f.Utilisation, f.RateLimited = 0.2, 90 }), nil},
+		{"all met", "one", good, nil},
+		{"utilisation low", "one", with(good, func(f *Figures) { f.Utilisation = 0.9 }), []string{"utilisation 90.0% < 97.0%"}},
+		{"utilisation unmeasured", "one", with(good, func(f *Figures) { f.Utilisation = math.NaN() }), []string{"utilisation not measured: no whole window to measure (use more --jobs)"}},
+		{"too many 429s", "one", with(good, func(f *Figures) { f.RateLimited = 6 }), []string{"2.0 429s per 100 accepted > 1"}},
+		{"wasted first window", "idle60", with(good, func(f *Figures) { f.SpanUtilisation = 0.75 }), []string{"utilisation over the span 75.0% < 97.0%"}},
+		{"slow", "idle60", with(good, func(f *Figures) { f.Elapsed = 14 * time.Second }), []string{"wall 14s = 1.40× ideal > 1.3×"}},
+		{"late archives", "idle60", with(good, func(f *Figures) { f.LatencyP95 = 1500 * time.Millisecond }), []string{"completion → archived p95 1.5s > 1s"}},
+		{"too many polls", "four200", with(good, func(f *Figures) { f.RecordInfoCalls = 1000 }), []string{"3.33 polls per job > 3"}},
+		{"429s in all", "overtold", with(good, func(f *Figures) { f.RateLimited = 11 }), []string{"11 429s in all > 10"}},
+		{"late 429s", "overtold", with(good, func(f *Figures) { f.RateLimited, f.LateRateLimited = 5, 1 }), []string{"1 429s after the first 3 windows"}},
+		{"a failure", "storm", with(good, func(f *Figures) { f.Archived, f.Failed = 299, 1 }), []string{"299 of 300 jobs archived, 1 failed"}},
+		{"the storm case has no rate target", "storm", with(good, func(f *Figures) { f.Utilisation, f.RateLimited = 0.2, 90 }), nil},
+		{"failures are allowed with faults", "faults", with(good, func(f *Figures) { f.Archived, f.Failed = 290, 10 }), nil},
+		{"unfinished", "faults", with(good, func(f *Figures) { f.Archived, f.TimedOut = 290, true }), []string{"unfinished after 10s: 290 of 300 archived, 0 failed"}},
+		{"paid twice", "expire", with(good, func(f *Figures) { f.PaidTwice = 2 }), []string{"2 images paid twice"}},
+		{"behind in time", "behind-file", with(good, func(f *Figures) { f.FocusJobs, f.FocusArchived, f.FocusDone = 5, 5, 5*time.Second }), nil},
+		{"behind too late", "behind-api", with(good, func(f *Figures) { f.FocusJobs, f.FocusArchived, f.FocusDone = 1, 1, 30*time.Second }),
+			[]string{"batch behind: 1 of 1 archived after 30s > 6s"}},
+		{"maintenance in time", "maintenance", with(good, func(f *Figures) { f.Elapsed = 19 * time.Second }), nil},
+		{"maintenance too long", "maintenance", with(good, func(f *Figures) { f.Elapsed = 20 * time.Second }), []string{"wall 20s > 19s"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := Result{Case: tt.c, Kontextq: tt.f}.Misses()
+			got := Result{Case: byName[tt.c], Scale: s, Kontextq: tt.f}.Misses()
 			if strings.Join(got, "|") != strings.Join(tt.want, "|") {
 				t.Errorf("Misses = %q, want %q", got, tt.want)
 			}
@@ -156,10 +171,11 @@ func TestSelectCases(t *testing.T) {
 		want    string
 		wantErr string
 	}{
-		{"", "one,four,overtold,storm,idle60,four200", ""},
-		{"all", "one,four,overtold,storm,idle60,four200", ""},
+		{RateLimitCases, "one,four,overtold,storm,idle60,four200", ""},
+		{SchedulingCases, "idle60,four200,faults,overtold,expire,behind-file,behind-api,maintenance", ""},
+		{"all", "one,four,overtold,storm,idle60,four200,faults,expire,behind-file,behind-api,maintenance", ""},
 		{"storm, one", "storm,one", ""},
-		{"one,five", "", `unknown case "five": want all or some of one, four, overtold, storm, idle60, four200`},
+		{"one,five", "", `unknown case "five": want all or some of one, four, overtold, storm, idle60, four200, faults, expire, behind-file, behind-api, maintenance`},
 	}
 	for _, tt := range tests {
 		cs, err := SelectCases(tt.in)
@@ -179,23 +195,51 @@ func TestSelectCases(t *testing.T) {
 	}
 }
 
-// TestRunSmoke runs a tiny batch through the cases with one process, with four, and with a
-// storm, kontextq and the naive client, on real Redis: every job must be archived, the report
-// must show every row, and no key may be left. ("overtold" differs from "one" by one number and
-// is left out to keep the test short.) It asserts no timing: figures on a tiny batch and a
-// shared machine mean little.
+func TestParseScales(t *testing.T) {
+	for in, want := range map[string]string{"compressed": "compressed", "kie": "kie", "both": "compressed,kie", "kie, compressed": "kie,compressed"} {
+		ss, err := ParseScales(in)
+		var names []string
+		for _, s := range ss {
+			names = append(names, s.Name)
+		}
+		if err != nil || strings.Join(names, ",") != want {
+			t.Errorf("ParseScales(%q) = %v, %v; want %s", in, names, err, want)
+		}
+	}
+	if _, err := ParseScales("fast"); err == nil || !strings.Contains(err.Error(), `unknown scale "fast"`) {
+		t.Errorf("ParseScales(fast) error = %v", err)
+	}
+}
+
+// tiny shrinks a case to a few jobs, so that every case runs in seconds.
+func tiny(c Case) Case {
+	if c.Jobs == 0 || c.Jobs > 12 {
+		c.Jobs = 12
+	}
+	if c.Maintenance > 0 {
+		c.Maintenance = 300 * time.Millisecond
+	}
+	return c
+}
+
+// TestRunSmoke runs a tiny version of every case, kontextq and the naive client, on real Redis at
+// a tiny scale (4 calls per 500 ms): every job must end, the simulator must never have been
+// called over its limit, no image may be paid twice, the report must show every row, and no key
+// may be left. It asserts no timing: figures on a tiny batch and a shared machine mean little.
 func TestRunSmoke(t *testing.T) {
 	env := redistest.New(t)
 	ctx := context.Background()
 	o := Options{
+		Redis: env.Client, Namespace: env.Prefix + "bench",
 		// A limit below the batch: the storm starts once half the batch is accepted, which must
 		// take more than one window's burst.
-		Redis: env.Client, Namespace: env.Prefix + "bench", Limit: 4, Window: time.Second, Jobs: 10, Storm: time.Second,
+		Scale: Scale{Name: "tiny", Limit: 4, Window: 500 * time.Millisecond, GenMedian: 100 * time.Millisecond, LatencyP95: time.Second},
+		Jobs:  12, Storm: 500 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	cases, err := SelectCases("one,four,storm")
-	if err != nil {
-		t.Fatal(err)
+	var cases []Case
+	for _, c := range Cases() {
+		cases = append(cases, tiny(c))
 	}
 	results, err := Run(ctx, o, cases)
 	if err != nil {
@@ -209,12 +253,29 @@ func TestRunSmoke(t *testing.T) {
 			if f == nil {
 				t.Fatalf("case %s: no naive figures", r.Case.Name)
 			}
-			if f.Archived != 10 || f.Failed != 0 || f.Accepted != 10 {
-				t.Errorf("case %s, %s: %d archived, %d failed, %d accepted; want 10 archived of 10 accepted", r.Case.Name, f.Client, f.Archived, f.Failed, f.Accepted)
+			want := 12 + r.Case.Behind.Jobs
+			if f.TimedOut || f.Jobs != want || f.Archived+f.Failed != want {
+				t.Errorf("case %s, %s: %d archived and %d failed of %d (timed out: %t); want all %d ended",
+					r.Case.Name, f.Client, f.Archived, f.Failed, f.Jobs, f.TimedOut, want)
 			}
-			if f.MaxInWindow > o.Limit {
-				t.Errorf("case %s, %s: %d accepted in one window, over the limit of %d", r.Case.Name, f.Client, f.MaxInWindow, o.Limit)
+			if !r.Case.Faults.any() && r.Case.ResultTTL == 0 && f.Failed > 0 {
+				t.Errorf("case %s, %s: %d failed without faults", r.Case.Name, f.Client, f.Failed)
 			}
+			if f.MaxInWindow > o.Scale.Limit {
+				t.Errorf("case %s, %s: %d accepted in one window, over the limit of %d", r.Case.Name, f.Client, f.MaxInWindow, o.Scale.Limit)
+			}
+			if f.Latencies != f.Archived {
+				t.Errorf("case %s, %s: %d latencies for %d archived", r.Case.Name, f.Client, f.Latencies, f.Archived)
+			}
+			if r.Case.Behind.Jobs > 0 && f.FocusJobs != r.Case.Behind.Jobs {
+				t.Errorf("case %s, %s: batch behind of %d jobs, want %d", r.Case.Name, f.Client, f.FocusJobs, r.Case.Behind.Jobs)
+			}
+		}
+		if r.Kontextq.PaidTwice > 0 {
+			t.Errorf("case %s: kontextq paid %d images twice", r.Case.Name, r.Kontextq.PaidTwice)
+		}
+		if r.Case.Behind.Jobs > 0 && r.Kontextq.FocusArchived != r.Case.Behind.Jobs {
+			t.Errorf("case %s: %d of the %d jobs behind archived", r.Case.Name, r.Kontextq.FocusArchived, r.Case.Behind.Jobs)
 		}
 		if r.Case.Storm && r.Kontextq.RateLimited == 0 {
 			t.Errorf("storm case: kontextq saw no 429: the storm did not happen")
@@ -235,18 +296,18 @@ func TestRunSmoke(t *testing.T) {
 	}
 }
 
-// BenchmarkRateLimit runs the "one" case with 100 jobs, kontextq and the naive client, and
-// reports kontextq's figures and its time as a ratio of the naive client's, measured in the same
-// run:
+// BenchmarkRateLimit runs the idle60 case at the compressed scale, kontextq and the naive
+// client, and reports kontextq's figures and its time as a ratio of the naive client's,
+// measured in the same run:
 //
 //	go test -run '^$' -bench RateLimit -benchtime 1x ./internal/bench/
 func BenchmarkRateLimit(b *testing.B) {
 	env := redistest.New(b)
 	o := Options{
-		Redis: env.Client, Namespace: env.Prefix + "bench", Jobs: 100,
+		Redis: env.Client, Namespace: env.Prefix + "bench",
 		Logger: slog.New(slog.NewTextHandler(testWriter{b}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	cases, err := SelectCases("one")
+	cases, err := SelectCases("idle60")
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -257,12 +318,12 @@ func BenchmarkRateLimit(b *testing.B) {
 		}
 	}
 	k, n := rs[0].Kontextq, rs[0].Naive
-	b.ReportMetric(100*k.Utilisation, "util-%")
 	b.ReportMetric(100*k.SpanUtilisation, "span-util-%")
 	b.ReportMetric(k.Per100(), "429s/100")
 	b.ReportMetric(k.VsIdeal(), "x-ideal")
-	b.ReportMetric(100*n.Utilisation, "naive-util-%")
-	b.ReportMetric(n.Per100(), "naive-429s/100")
+	b.ReportMetric(k.LatencyP95.Seconds(), "p95-archived-s")
+	b.ReportMetric(k.PollsPerJob(), "polls/job")
+	b.ReportMetric(100*n.SpanUtilisation, "naive-span-util-%")
 	b.ReportMetric(k.Elapsed.Seconds()/n.Elapsed.Seconds(), "x-naive-time")
 }
 

@@ -36,9 +36,51 @@ type Figures struct {
 	SpanUtilisation float64
 	// Elapsed is the batch's wall time, from the start of work to the last job archived.
 	Elapsed time.Duration
-	// Ideal is the least time the limit allows: Jobs / limit × window, plus the storm's length
-	// in the storm case (nothing can be accepted during a storm).
+	// Ideal is the least time the limit allows: Jobs / limit × window plus one median
+	// generation, plus the storm's length in the storm case (nothing can be accepted during a
+	// storm).
 	Ideal time.Duration
+	// TimedOut says the batch was not finished when the run gave up on it.
+	TimedOut bool
+	// PaidTwice counts accepted calls that paid again for an image already paid for and not
+	// failed (kiesim's live duplicates).
+	PaidTwice int
+	// LatencyP50, LatencyP95 and LatencyMax describe the time from a task's completion (the
+	// simulator's) to its image archived (the ledger's archivedAt; for the naive client, its
+	// download done), over the Latencies jobs that were archived.
+	LatencyP50, LatencyP95, LatencyMax time.Duration
+	Latencies                          int
+	// RecordInfoCalls counts the record-info calls that reached the simulator, refused ones
+	// included.
+	RecordInfoCalls int
+	// FocusJobs is the size of the batch loaded behind the main one; FocusArchived how many of
+	// them were archived; FocusDone the time from the start of its load to its last job done.
+	FocusJobs, FocusArchived int
+	FocusDone                time.Duration
+}
+
+// PollsPerJob is the record-info calls per job of the run.
+func (f Figures) PollsPerJob() float64 {
+	if f.Jobs == 0 {
+		return math.NaN()
+	}
+	return float64(f.RecordInfoCalls) / float64(f.Jobs)
+}
+
+// setLatencies fills the latency figures from each archived task's completion and archive time.
+func (f *Figures) setLatencies(ls []time.Duration) {
+	f.Latencies = len(ls)
+	if len(ls) == 0 {
+		return
+	}
+	slices.Sort(ls)
+	f.LatencyP50, f.LatencyP95, f.LatencyMax = quantile(ls, 0.5), quantile(ls, 0.95), ls[len(ls)-1]
+}
+
+// quantile is the q-quantile of sorted (nearest rank).
+func quantile(sorted []time.Duration, q float64) time.Duration {
+	i := int(math.Ceil(q*float64(len(sorted)))) - 1
+	return sorted[min(max(i, 0), len(sorted)-1)]
 }
 
 // WarmupWindows is how many windows a client may spend learning the limit before its 429s count

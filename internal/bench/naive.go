@@ -16,11 +16,12 @@ import (
 )
 
 // runNaive works one case's batch the naive way: c.Processes × o.NaiveConcurrency goroutines,
-// each taking a job, submitting it until Kie accepts it (sleeping 10 s, compressed, after every
-// 429), polling every 3 s (compressed) until it ends, and downloading the image.
+// each taking the next job in the order it arrived, submitting it until Kie accepts it
+// (sleeping 10 s, compressed, after every 429 or 455), polling every 3 s (compressed) until it
+// ends, and downloading the image.
 func runNaive(ctx context.Context, o Options, c Case) (Figures, error) {
 	var f Figures
-	sim, err := startSim(o)
+	sim, err := startSim(o, c)
 	if err != nil {
 		return f, err
 	}
@@ -31,13 +32,22 @@ func runNaive(ctx context.Context, o Options, c Case) (Figures, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	todo := make(chan jobs.Spec, o.Jobs)
-	for _, s := range specs(o.Jobs) {
+	n := o.jobsOf(c)
+	todo := make(chan jobs.Spec, n+c.Behind.Jobs)
+	for _, s := range specs(batchName, n) {
 		todo <- s
 	}
-	close(todo)
+	focus := func() {
+		for _, s := range specs(focusBatch, c.Behind.Jobs) {
+			todo <- s
+		}
+		close(todo)
+	}
+	if c.Behind.Jobs == 0 {
+		close(todo)
+	}
 
-	n := &naive{o: o, dir: dir, sleep: o.compress(naiveSleepOn429), poll: o.compress(naivePollEvery)}
+	nv := &naive{o: o, dir: dir, sleep: o.Scale.compress(naiveSleepOn429), poll: o.Scale.compress(naivePollEvery), done: map[string]time.Time{}}
 	rctx, cancel := context.WithTimeout(ctx, timeout(o, c))
 	defer cancel()
 	start := time.Now()
@@ -53,50 +63,48 @@ func runNaive(ctx context.Context, o Options, c Case) (Figures, error) {
 					if rctx.Err() != nil {
 						return
 					}
-					n.do(rctx, kc, s)
+					nv.do(rctx, kc, s)
 				}
 			})
 		}
 	}
-	var storm *stormer
-	if c.Storm {
-		storm = &stormer{sim: sim, half: o.Jobs / 2, len: o.Storm}
-	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
-	t := time.NewTicker(100 * time.Millisecond)
+	tl := newTimeline(o, c, sim, start, focus)
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+	t := time.NewTicker(tickEvery)
 	defer t.Stop()
 	lastLog := time.Now()
 wait:
 	for {
 		select {
-		case <-done:
+		case <-finished:
 			break wait
 		case now := <-t.C:
-			storm.tick(now)
+			tl.tick(now)
 			if now.Sub(lastLog) >= 5*time.Second {
 				lastLog = now
-				o.Logger.Info("bench: progress", "case", c.Name, "client", "naive", "archived", n.archived.Load(),
-					"failed", n.failed.Load(), "total", o.Jobs)
+				o.Logger.Info("bench: progress", "case", c.Name, "client", "naive", "archived", nv.archived.Load(),
+					"failed", nv.failed.Load(), "total", n+c.Behind.Jobs)
 			}
 		}
 	}
 	elapsed := time.Since(start)
-	if storm != nil && !storm.done && !storm.start.IsZero() {
-		sim.setStorm(false)
-	}
-	if err := rctx.Err(); err != nil {
-		if ctx.Err() != nil {
-			return f, ctx.Err()
-		}
-		return f, fmt.Errorf("%w: %d of %d downloaded, %d failed after %s", errTimeout,
-			n.archived.Load(), o.Jobs, n.failed.Load(), timeout(o, c))
+	tl.end()
+	if ctx.Err() != nil {
+		return f, ctx.Err()
 	}
 
 	f = sim.figures(o)
 	f.Client = "naive"
-	f.Jobs, f.Archived, f.Failed = o.Jobs, int(n.archived.Load()), int(n.failed.Load())
-	f.Elapsed, f.Ideal = elapsed, o.ideal(c)
+	f.Jobs, f.Archived, f.Failed = n+c.Behind.Jobs, int(nv.archived.Load()), int(nv.failed.Load())
+	f.Elapsed, f.Ideal, f.TimedOut = elapsed, o.ideal(c), rctx.Err() != nil
+	nv.mu.Lock()
+	defer nv.mu.Unlock()
+	f.setLatencies(latencies(sim.completions(), nv.done))
+	f.FocusJobs, f.FocusArchived = c.Behind.Jobs, nv.focusArchived
+	if !nv.focusLast.IsZero() {
+		f.FocusDone = nv.focusLast.Sub(tl.focusStart)
+	}
 	return f, nil
 }
 
@@ -107,10 +115,16 @@ type naive struct {
 	sleep, poll time.Duration
 
 	archived, failed atomic.Int64
+
+	mu            sync.Mutex
+	done          map[string]time.Time // task id → image downloaded
+	focusArchived int
+	focusLast     time.Time
 }
 
 // do carries one job to its downloaded image, or counts it failed. The naive client retries
-// only 429s: anything else fails the job, as a script without a retry policy would.
+// only 429s and maintenance (455): anything else fails the job, as a script without a retry
+// policy would.
 func (n *naive) do(ctx context.Context, kc *kie.Client, s jobs.Spec) {
 	var taskID string
 	for {
@@ -119,7 +133,7 @@ func (n *naive) do(ctx context.Context, kc *kie.Client, s jobs.Spec) {
 			taskID = id
 			break
 		}
-		if !kie.IsRateLimited(err) || !sleep(ctx, n.sleep) {
+		if !(kie.IsRateLimited(err) || kie.IsMaintenance(err)) || !sleep(ctx, n.sleep) {
 			n.failed.Add(1)
 			return
 		}
@@ -130,7 +144,7 @@ func (n *naive) do(ctx context.Context, kc *kie.Client, s jobs.Spec) {
 			return
 		}
 		rec, err := kc.RecordInfo(ctx, taskID)
-		if kie.IsRateLimited(err) {
+		if kie.IsRateLimited(err) || kie.IsMaintenance(err) {
 			if !sleep(ctx, n.sleep) {
 				n.failed.Add(1)
 				return
@@ -150,6 +164,14 @@ func (n *naive) do(ctx context.Context, kc *kie.Client, s jobs.Spec) {
 				return
 			}
 			n.archived.Add(1)
+			now := time.Now()
+			n.mu.Lock()
+			n.done[taskID] = now
+			if s.Batch == focusBatch {
+				n.focusArchived++
+				n.focusLast = now
+			}
+			n.mu.Unlock()
 			return
 		default:
 			n.failed.Add(1)

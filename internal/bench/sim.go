@@ -35,24 +35,31 @@ type simServer struct {
 	storm interval // set while and after a storm, under mu
 }
 
-// startSim serves a simulator configured for o on 127.0.0.1:0.
-func startSim(o Options) (*simServer, error) {
+// startSim serves a simulator of the account of case c at o's scale on 127.0.0.1:0.
+func startSim(o Options, c Case) (*simServer, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("bench: listening for the simulator: %w", err)
 	}
 	url := "http://" + ln.Addr().String()
-	sim := kiesim.New(kiesim.Options{
-		Key:              simKey,
-		Seed:             o.Seed,
-		PublicURL:        url,
-		GenerateLimit:    o.Limit,
-		GenerateWindow:   o.Window,
-		RecordInfoLimit:  kiePollEvents,
-		RecordInfoWindow: o.compress(kiePollPer),
-		ErrorSignal:      kiesim.SignalEither,
-		GenTimeMedian:    o.GenTime,
-	})
+	so := kiesim.Options{
+		Key:                   simKey,
+		Seed:                  o.Seed,
+		PublicURL:             url,
+		GenerateLimit:         o.Scale.Limit,
+		GenerateWindow:        o.Scale.Window,
+		RecordInfoLimit:       kiePollEvents,
+		RecordInfoWindow:      o.Scale.compress(kiePollPer),
+		ErrorSignal:           kiesim.SignalEither,
+		GenTimeMedian:         o.Scale.GenMedian,
+		GenerationFailureRate: c.Faults.GenerationFailure,
+		TransientErrorRate:    c.Faults.Transient,
+		TruncateRate:          c.Faults.Truncate,
+	}
+	if c.ResultTTL > 0 {
+		so.ResultTTL = o.Scale.compress(c.ResultTTL)
+	}
+	sim := kiesim.New(so)
 	s := &simServer{Sim: sim, url: url}
 	s.srv = &http.Server{Handler: s.record(sim.Handler()), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = s.srv.Serve(ln) }()
@@ -121,8 +128,8 @@ func (s *simServer) record(next http.Handler) http.Handler {
 	})
 }
 
-// figures reads the simulator's counters and records into Figures (Jobs, Archived, Failed,
-// Elapsed and Ideal are the caller's).
+// figures reads the simulator's counters and records into Figures (the client's outcome, times
+// and latencies are the caller's).
 func (s *simServer) figures(o Options) Figures {
 	st := s.Stats()
 	var accepted []time.Time
@@ -140,12 +147,37 @@ func (s *simServer) figures(o Options) Figures {
 		Accepted:        st.Accepted,
 		RateLimited:     st.Answers[kiesim.AnswerKey{Endpoint: kiesim.EndpointGenerate, Code: 429}],
 		PollRateLimited: st.Answers[kiesim.AnswerKey{Endpoint: kiesim.EndpointRecordInfo, Code: 429}],
+		RecordInfoCalls: st.Requests[kiesim.EndpointRecordInfo],
 		MaxInWindow:     st.MaxInWindow,
-		LateRateLimited: lateRateLimited(answers, o.Window, storm),
+		PaidTwice:       st.LiveDuplicates,
+		LateRateLimited: lateRateLimited(answers, o.Scale.Window, storm),
 	}
-	f.Utilisation, f.Windows = utilisation(accepted, o.Limit, o.Window, storm)
-	f.SpanUtilisation = spanUtilisation(accepted, o.Limit, o.Window, storm)
+	f.Utilisation, f.Windows = utilisation(accepted, o.Scale.Limit, o.Scale.Window, storm)
+	f.SpanUtilisation = spanUtilisation(accepted, o.Scale.Limit, o.Scale.Window, storm)
 	return f
+}
+
+// completions maps each finished task to its completion time.
+func (s *simServer) completions() map[string]time.Time {
+	out := map[string]time.Time{}
+	for _, t := range s.Tasks() {
+		if !t.CompleteTime.IsZero() {
+			out[t.TaskID] = t.CompleteTime
+		}
+	}
+	return out
+}
+
+// latencies are the times from each task's completion to its image archived (done maps task ids
+// to that time); tasks without either are left out.
+func latencies(complete, done map[string]time.Time) []time.Duration {
+	var out []time.Duration
+	for id, d := range done {
+		if c, ok := complete[id]; ok {
+			out = append(out, d.Sub(c))
+		}
+	}
+	return out
 }
 
 // capture keeps a copy of an answer's status and (small, JSON) body.
@@ -167,28 +199,83 @@ func (c *capture) Write(b []byte) (int, error) {
 	return c.ResponseWriter.Write(b)
 }
 
-// stormer starts the storm when half the batch has been accepted and ends it o.Storm later.
-type stormer struct {
-	sim   *simServer
-	half  int
+// timeline drives what happens to the account during a run: the storm (from half the batch
+// accepted, for its length), the maintenance window (from a sixth of the batch accepted), and
+// the batch loaded behind the main one (one window after the start).
+type timeline struct {
+	sim *simServer
+
+	storm, maint phase
+	focusAt      time.Time // when the batch behind is due; zero when there is none
+	focus        func()    // loads it
+	focusStart   time.Time // when its load started
+	focusFired   bool
+}
+
+// phase is one period of trouble: it starts when after calls have been accepted and lasts len.
+type phase struct {
+	after int
 	len   time.Duration
+	set   func(on bool)
 	start time.Time
 	done  bool
 }
 
-// tick advances the storm; it is called from the progress loop.
-func (st *stormer) tick(now time.Time) {
-	switch {
-	case st == nil || st.done:
-	case st.start.IsZero():
-		if st.sim.Stats().Accepted >= st.half {
-			st.start = now
-			st.sim.setStorm(true)
+func newTimeline(o Options, c Case, sim *simServer, start time.Time, focus func()) *timeline {
+	tl := &timeline{sim: sim}
+	n := o.jobsOf(c)
+	if c.Storm {
+		tl.storm = phase{after: n / 2, len: o.Storm, set: sim.setStorm}
+	}
+	if c.Maintenance > 0 {
+		tl.maint = phase{after: max(n/6, 1), len: c.Maintenance, set: sim.SetMaintenance}
+	}
+	if c.Behind.Jobs > 0 {
+		tl.focusAt, tl.focus = start.Add(o.Scale.Window), focus
+	}
+	return tl
+}
+
+// tick advances the timeline; the run's progress loop calls it often.
+func (tl *timeline) tick(now time.Time) {
+	accepted := -1
+	for _, p := range []*phase{&tl.storm, &tl.maint} {
+		if p.set == nil || p.done {
+			continue
 		}
-	case now.Sub(st.start) >= st.len:
-		st.sim.setStorm(false)
-		st.done = true
+		if p.start.IsZero() {
+			if accepted < 0 {
+				accepted = tl.sim.Stats().Accepted
+			}
+			if accepted >= p.after {
+				p.start = now
+				p.set(true)
+			}
+		} else if now.Sub(p.start) >= p.len {
+			p.set(false)
+			p.done = true
+		}
+	}
+	if !tl.focusAt.IsZero() && !tl.focusFired && !now.Before(tl.focusAt) {
+		tl.focusFired, tl.focusStart = true, time.Now()
+		tl.focus()
 	}
 }
+
+// pending says the batch behind is still to be loaded.
+func (tl *timeline) pending() bool { return !tl.focusAt.IsZero() && !tl.focusFired }
+
+// end switches off any trouble still on.
+func (tl *timeline) end() {
+	for _, p := range []*phase{&tl.storm, &tl.maint} {
+		if p.set != nil && !p.done && !p.start.IsZero() {
+			p.set(false)
+			p.done = true
+		}
+	}
+}
+
+// tickEvery is how often a run checks its progress and its timeline.
+const tickEvery = 20 * time.Millisecond
 
 var errTimeout = errors.New("bench: the batch did not finish in time")
