@@ -72,8 +72,13 @@ type Job struct {
 	Bytes      int64
 	ArchivedAt time.Time
 
-	Reason  Reason
-	Error   string // the last error, kept for humans
+	Reason Reason
+	Error  string // the last error, kept for humans
+	// Held says why the budget holds the queued job ("" when it does not): see Ledger.Reserve.
+	Held string
+	// Credits is what the job's submissions were charged against its batch's budget (0 when
+	// the job was submitted before budgets were kept, or its price was never known).
+	Credits Credits
 	Created time.Time
 	Updated time.Time
 }
@@ -307,6 +312,9 @@ func decodeJob(r Ref, m map[string]string, files []string) (*Job, error) {
 	j.ArchivedAt = fromMS(m[fArchivedAt])
 	j.Reason = Reason(m[fReason])
 	j.Error = m[fError]
+	j.Held = m[fHeld]
+	cr, _ := strconv.ParseInt(m[fCredits], 10, 64)
+	j.Credits = Credits(cr)
 	j.Created = fromMS(m[fCreated])
 	j.Updated = fromMS(m[fUpdated])
 	return j, nil
@@ -315,7 +323,12 @@ func decodeJob(r Ref, m map[string]string, files []string) (*Job, error) {
 // transitionScript applies one change to a job if it is in an expected state and its fields hold
 // expected values, keeping counters and indexes in step.
 //
-// KEYS: job, batch counters, tasks index, expiry index, in-flight index, batch failed set.
+// A job leaving queued settles its budget reservation (see budget.go): spent when it was submitted
+// or a call that may have reached Kie was cut off (failed as interrupted), given back otherwise;
+// and it is no longer held.
+//
+// KEYS: job, batch counters, tasks index, expiry index, in-flight index, batch failed set, budget,
+// batch held-by-cap set, batch held-by-floor set.
 // ARGV: from (comma list, "" any), to ("" keep), retention ms, ref, now ms, then n and n
 // field/value pairs that must hold ("" means absent), then n and n pairs to set, then n and n
 // fields to delete. Returns {1, state before} when applied, {0, state} when not ("" if the job does
@@ -354,6 +367,26 @@ if to == '' or to == s then return {1, s} end
 redis.call('HSET', KEYS[1], 's', to)
 redis.call('HINCRBY', KEYS[2], s, -1)
 redis.call('HINCRBY', KEYS[2], to, 1)
+if s == 'queued' then
+  local rc = tonumber(redis.call('HGET', KEYS[1], 'rc') or '')
+  if rc then
+    local rm = redis.call('HGET', KEYS[1], 'rm')
+    redis.call('HDEL', KEYS[1], 'rc', 'rm')
+    redis.call('HINCRBY', KEYS[2], 'rsv', 0 - rc)
+    redis.call('HINCRBY', KEYS[7], 'rsv', 0 - rc)
+    if to == 'submitted' or (to == 'failed' and redis.call('HGET', KEYS[1], 'r') == 'interrupted') then
+      redis.call('HINCRBY', KEYS[2], 'spent', rc)
+      redis.call('HINCRBY', KEYS[1], 'cr', rc)
+      if rm then redis.call('HINCRBY', KEYS[2], 'nu', 1) end
+    else
+      redis.call('HINCRBY', KEYS[7], 'tot', 0 - rc)
+    end
+  end
+  if redis.call('HDEL', KEYS[1], 'hr') == 1 then
+    if redis.call('SREM', KEYS[8], ref) == 1 then redis.call('HINCRBY', KEYS[2], 'hc', -1) end
+    if redis.call('SREM', KEYS[9], ref) == 1 then redis.call('HINCRBY', KEYS[2], 'hf', -1) end
+  end
+end
 if s == 'submitted' then
   if oldt then redis.call('HDEL', KEYS[3], oldt) end
   redis.call('ZREM', KEYS[5], ref)
@@ -591,10 +624,19 @@ func (l *Ledger) SetError(ctx context.Context, r Ref, msg string) error {
 type Counts struct {
 	Total                                          int64
 	Queued, Submitted, Generated, Archived, Failed int64
+	// Held are the queued jobs the budget holds (see Ledger.Reserve).
+	Held int64
 }
 
 // Done reports whether every job of the batch has ended.
 func (c Counts) Done() bool { return c.Total > 0 && c.Archived+c.Failed >= c.Total }
+
+// Stalled reports whether the batch has not ended but nothing of it is under way: every job
+// still queued is held by the budget, and none is at Kie or being archived. Only raising the
+// budget (or the balance) moves it on.
+func (c Counts) Stalled() bool {
+	return !c.Done() && c.Held > 0 && c.Held >= c.Queued && c.Submitted == 0 && c.Generated == 0
+}
 
 // Counts reads a batch's counters.
 func (l *Ledger) Counts(ctx context.Context, batch string) (Counts, error) {
@@ -604,7 +646,7 @@ func (l *Ledger) Counts(ctx context.Context, batch string) (Counts, error) {
 	}
 	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
 	return Counts{Total: n("total"), Queued: n("queued"), Submitted: n("submitted"), Generated: n("generated"),
-		Archived: n("archived"), Failed: n("failed")}, nil
+		Archived: n("archived"), Failed: n("failed"), Held: n(bHeldCap) + n(bHeldFloor)}, nil
 }
 
 // Batches lists the batches the ledger knows.

@@ -109,7 +109,7 @@ func (l *Ledger) Info(ctx context.Context, batch string) (BatchInfo, error) {
 	n := func(k string) int64 { v, _ := strconv.ParseInt(m[k], 10, 64); return v }
 	return BatchInfo{
 		Counts: Counts{Total: n("total"), Queued: n("queued"), Submitted: n("submitted"), Generated: n("generated"),
-			Archived: n("archived"), Failed: n("failed")},
+			Archived: n("archived"), Failed: n("failed"), Held: n(bHeldCap) + n(bHeldFloor)},
 		Created:        fromMS(m["created"]),
 		FirstSubmitted: fromMS(m[bFirstSubmitted]),
 		LastEnded:      fromMS(m[bLastEnded]),
@@ -342,7 +342,8 @@ func (l *Ledger) changeArgs(r Ref, c change) ([]string, []any) {
 	for _, k := range c.Del {
 		args = append(args, k)
 	}
-	return []string{l.jobKey(r), l.batchKey(r.Batch), l.tasksKey(), l.expiryKey(), l.inflightKey(), l.batchFailed(r.Batch)}, args
+	return []string{l.jobKey(r), l.batchKey(r.Batch), l.tasksKey(), l.expiryKey(), l.inflightKey(), l.batchFailed(r.Batch),
+		l.budgetKey(), l.heldKey(r.Batch, holdCap), l.heldKey(r.Batch, holdFloor)}, args
 }
 
 // loadScripts makes sure the scripts are in Redis's script cache, so that pipelines can call them

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -88,15 +89,17 @@ func faultyClient(t *testing.T, b *bundle, h *faultHook) *redis.Client {
 }
 
 // transition matches the ledger's transition script run for a change from one state to another
-// (EVALSHA or EVAL, the script's 6 keys, then from and to).
+// (EVALSHA or EVAL, the script's keys, then from and to).
 func transition(from, to jobs.State) func(args []any) bool {
+	// The script is the one with nine keys; its first arguments are from and to.
+	const keys = 9
 	return func(args []any) bool {
-		if len(args) < 11 {
+		if len(args) < 5+keys {
 			return false
 		}
 		name := strings.ToLower(fmt.Sprint(args[0]))
-		return (name == "evalsha" || name == "eval") && fmt.Sprint(args[2]) == "6" &&
-			fmt.Sprint(args[9]) == string(from) && fmt.Sprint(args[10]) == string(to)
+		return (name == "evalsha" || name == "eval") && fmt.Sprint(args[2]) == strconv.Itoa(keys) &&
+			fmt.Sprint(args[3+keys]) == string(from) && fmt.Sprint(args[4+keys]) == string(to)
 	}
 }
 

@@ -118,6 +118,13 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 	if done, err := w.alreadyArchived(ctx, j); done || err != nil {
 		return err
 	}
+	res, err := w.reserve(ctx, j)
+	if errors.Is(err, errHeld) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
 	probe, err := w.pause.admit(ctx, EndpointGenerate, maxLimiterWait)
 	if err != nil {
 		return err
@@ -142,8 +149,15 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 	if err != nil {
 		return err
 	}
+	call, err := w.beginCall(ctx, j, res.Outcome == jobs.Measure)
+	if err != nil {
+		return err
+	}
 	marked := time.Now()
 	ok, err := w.ledger.MarkSubmitting(ctx, j.Ref, uploadURLIfLocal(j, input), uploadedAt)
+	if err != nil || !ok {
+		w.endCall(ctx, call, false)
+	}
 	if err != nil {
 		return err
 	}
@@ -151,14 +165,14 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 		return &RateLimitedError{RetryAfter: submitLease, Why: "another submission of this job is in flight"}
 	}
 	called = true
-	return w.submit(ctx, j, input, marked, probe)
+	return w.submit(ctx, j, input, marked, probe, call)
 }
 
 // submit sends the generate call and records its outcome. It runs detached from the handler's
 // cancellation: a call cut off halfway would leave Kie's answer — and a paid task — unknown.
 // marked is when the submission marker was set; probe, whether the call is the account pause's
-// probe.
-func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked time.Time, probe bool) error {
+// probe; call, the call as the budget admitted it.
+func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked time.Time, probe bool, call *paidCall) error {
 	w.submits.Add(1)
 	defer w.submits.Done()
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), generateTimeout)
@@ -169,6 +183,7 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked t
 			// Without the journal a crash could pay twice; wait for it (a full disk) without
 			// using the job's retries up.
 			_ = w.ledger.ClearSubmitting(cctx, j.Ref, "journal: "+err.Error())
+			w.endCall(cctx, call, false)
 			w.log.Error("journal not writable; submissions wait", "err", err)
 			if probe {
 				w.pause.release(ctx)
@@ -182,6 +197,7 @@ func (w *Worker) submit(ctx context.Context, j *jobs.Job, input string, marked t
 	// of its own timeout: a call that timed out has spent all of it.
 	rctx, rcancel := context.WithDeadline(context.WithoutCancel(ctx), marked.Add(recordWindow))
 	defer rcancel()
+	w.endCall(rctx, call, err == nil)
 	if err != nil {
 		return w.submitFailed(rctx, j, err, probe)
 	}
@@ -216,7 +232,11 @@ record:
 	if recErr != nil {
 		// The marker stays: the next attempt fails the job as interrupted instead of paying again.
 		w.log.Error("task id could not be recorded; the job will not be resubmitted", "job", j.Ref.String(), "task", taskID, "err", recErr)
+		w.endCall(rctx, call, false)
 		return recErr
+	}
+	if call.Measuring {
+		w.measured(rctx, j, call)
 	}
 	w.log.Debug("submitted", "job", j.Ref.String(), "task", taskID)
 	pctx, pcancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
@@ -242,6 +262,8 @@ func (w *Worker) submitFailed(ctx context.Context, j *jobs.Job, err error, probe
 	if cerr := w.ledger.ClearSubmitting(ctx, j.Ref, err.Error()); cerr != nil {
 		return cerr
 	}
+	// Nothing was billed: the reservation goes back, whether the job is given up or retried.
+	defer w.giveBack(ctx, j.Ref)
 	v, rerr := w.refused(ctx, EndpointGenerate, err, probe)
 	if v.Action == GiveUp {
 		if ok, ferr := w.ledger.Fail(ctx, j.Ref, []jobs.State{jobs.Queued}, "", jobs.Rejected, err.Error()); ferr != nil || !ok {

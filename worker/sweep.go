@@ -159,5 +159,8 @@ func (w *Worker) sweep(ctx context.Context) (SweepReport, error) {
 			w.log.Info("credits are back; submissions resume", "credits", c)
 		}
 	}
+	if err := w.sweepBudget(ctx); err != nil {
+		w.log.Warn("sweep: releasing jobs held by the budget failed", "err", err)
+	}
 	return rep, nil
 }

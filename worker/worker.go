@@ -68,6 +68,10 @@ type Options struct {
 	// sidecar then records the hash of what Kie served beside the archived file's.
 	EmbedMetadata bool
 
+	// Prices are the credits one image of each model costs, as configured (--price). A model
+	// without one is priced by measuring when a budget needs it (see budget.go).
+	Prices map[string]float64
+
 	// CallbackURL, when set, is sent as callBackUrl with every submission.
 	CallbackURL string
 	// SpoolDir holds downloads while they are verified (os.TempDir()).
@@ -169,7 +173,8 @@ type Worker struct {
 	redis   *redisProbe
 	stats   *genStats
 	plan    pollPlan
-	submits sync.WaitGroup // generate calls in flight; they outlive a shutdown so their task id is recorded
+	prices  map[string]jobs.Credits // configured
+	submits sync.WaitGroup          // generate calls in flight; they outlive a shutdown so their task id is recorded
 }
 
 // New builds a Worker.
@@ -187,6 +192,7 @@ func New(o Options) (*Worker, error) {
 		pause:  &pause{rdb: o.Redis, key: o.Namespace + ":pause", now: o.Now},
 		redis:  &redisProbe{rdb: o.Redis, log: o.Logger},
 		plan:   pollPlan{prior: o.FirstPoll, maxInterval: o.PollInterval, rate: o.PollRate},
+		prices: budgetPrices(o.Prices),
 	}
 	w.stats = &genStats{rdb: o.Redis, key: w.ledger.Key, ttl: o.Retention}
 	return w, nil

@@ -3,8 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -18,6 +21,8 @@ func newSimCmd() *cobra.Command {
 		addr             string
 		o                kiesim.Options
 		limit, pollLimit string
+		simPrices        []string
+		credits          float64
 	)
 	cmd := &cobra.Command{
 		Use:   "sim",
@@ -29,9 +34,15 @@ KIE_API_KEY set to its key (default sim-key).`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rl, rerr := parseRateFlag("--rate", limit)
 			pl, perr := parseRateFlag("--poll-rate", pollLimit)
-			if err := errors.Join(rerr, perr); err != nil {
+			prices, perr2 := parseSimPrices(simPrices)
+			var cerr error
+			if credits < 0 {
+				cerr = fmt.Errorf("--credits %v: want a balance of 0 or more (0: unlimited)", credits)
+			}
+			if err := errors.Join(rerr, perr, perr2, cerr); err != nil {
 				return usageErr(err)
 			}
+			o.Prices = prices
 			o.GenerateLimit, o.GenerateWindow = rl.Events, rl.Per
 			o.RecordInfoLimit, o.RecordInfoWindow = pl.Events, pl.Per
 			ln, err := net.Listen("tcp", addr)
@@ -41,6 +52,7 @@ KIE_API_KEY set to its key (default sim-key).`,
 			if o.PublicURL == "" {
 				o.PublicURL = "http://" + ln.Addr().String()
 			}
+			o.Credits = credits
 			sim := kiesim.New(o)
 			defer sim.Close()
 			srv := &http.Server{Handler: sim.Handler(), ReadHeaderTimeout: 10 * time.Second}
@@ -76,6 +88,8 @@ KIE_API_KEY set to its key (default sim-key).`,
 	f.BoolVar(&o.Quirks, "quirks", false, "vary record-info payloads as Kie does (time formats, null strings)")
 	f.DurationVar(&o.ResultTTL, "result-ttl", 14*24*time.Hour, "how long result images stay downloadable")
 	f.Int64Var(&o.Seed, "seed", 1, "seed of every random choice")
+	f.Float64Var(&credits, "credits", 0, "the account's starting balance; generate answers 402 once it is below a task's price (0: unlimited)")
+	f.StringSliceVar(&simPrices, "price", nil, "credits billed per task of a model, as model=credits (repeat, or comma-separate); unlisted models cost 1")
 	f.BoolVar(&o.RemoteFetch, "remote-fetch", true, "fetch inputImage and URL-upload links on any host, as Kie does (false: only loopback and the simulator's own files; others fail as unreachable)")
 	f.DurationVar(&o.FetchTimeout, "fetch-timeout", 30*time.Second, "how long one fetch of an input image or URL upload may take")
 	return cmd
@@ -88,4 +102,23 @@ func parseRateFlag(flag, v string) (ratelimit.Rate, error) {
 		return r, fmt.Errorf("%s: %v", flag, err)
 	}
 	return r, nil
+}
+
+// parseSimPrices reads the simulator's --price entries.
+func parseSimPrices(entries []string) (map[string]float64, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	out := map[string]float64{}
+	var problems []error
+	for _, e := range entries {
+		model, v, ok := strings.Cut(e, "=")
+		p, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if !ok || err != nil || p < 0 || math.IsInf(p, 0) || math.IsNaN(p) {
+			problems = append(problems, fmt.Errorf("--price %q: want model=credits, such as flux-kontext-pro=5", e))
+			continue
+		}
+		out[strings.TrimSpace(model)] = p
+	}
+	return out, errors.Join(problems...)
 }

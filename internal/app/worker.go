@@ -78,6 +78,7 @@ func WorkerOptions(cfg config.Config) worker.Options {
 		PollRate:  pollRate(cfg),
 		Retention: cfg.Retention, ExpiryMargin: cfg.ExpiryMargin, ResultTTL: cfg.ResultTTL, ArchiveOrigin: cfg.ArchiveOrigin,
 		EmbedMetadata: cfg.EmbedMetadata,
+		Prices:        cfg.Prices,
 		CallbackURL:   cb,
 	}
 }

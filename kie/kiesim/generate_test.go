@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -253,9 +254,23 @@ func TestCredits(t *testing.T) {
 		t.Fatalf("accepted %d, spent %v; want 3, 3", st.Accepted, st.CreditsSpent)
 	}
 
-	unlimited := setup(t, Options{})
-	if rp := unlimited.get(unlimited.srv.APIURL + pathCredit); rp.env.Code != 200 || !strings.HasPrefix(string(rp.env.Data), "1") {
-		t.Fatalf("unlimited credit answer %s", rp.raw)
+	// An unlimited balance still goes down by every bill, per model.
+	unlimited := setup(t, Options{Prices: map[string]float64{modelMax: 10, modelPro: 5}})
+	balance := func() float64 {
+		t.Helper()
+		rp := unlimited.get(unlimited.srv.APIURL + pathCredit)
+		v, err := strconv.ParseFloat(string(rp.env.Data), 64)
+		if rp.env.Code != 200 || err != nil {
+			t.Fatalf("unlimited credit answer %s", rp.raw)
+		}
+		return v
+	}
+	before := balance()
+	unlimited.submit(prompt("a"))
+	afterPro := balance()
+	unlimited.submit(map[string]any{"prompt": "a", "model": modelMax})
+	if afterMax := balance(); before < 1e8 || before-afterPro != 5 || afterPro-afterMax != 10 {
+		t.Fatalf("unlimited balance %v, then %v after pro, %v after max; want it to drop by 5, then 10", before, afterPro, afterMax)
 	}
 }
 

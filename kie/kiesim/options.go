@@ -72,9 +72,11 @@ type Options struct {
 	// code 408; later polls show the real state.
 	TimeoutRate float64
 
-	// Credits is the starting balance. Zero means unlimited (math.Inf); to start empty, call
-	// SetCredits(0) after New. Prices is the price of one task per model; a model missing from
-	// it (or a nil map) costs 1. A generate call answers 402 when credits < price.
+	// Credits is the starting balance. Zero means unlimited (math.Inf; the credit endpoint then
+	// reports 1e9 less what was billed); to start empty, call SetCredits(0) after New. Prices is
+	// the price of one task per model, billed when the task is created; a model missing from it
+	// (or a nil map) costs 1. A generate call answers 402, creating nothing, when the balance is
+	// below the price.
 	Credits float64
 	Prices  map[string]float64
 

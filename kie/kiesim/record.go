@@ -120,17 +120,18 @@ func formatTime(t time.Time, form int) any {
 	}
 }
 
-// creditUnlimited is what the credit endpoint reports for an unlimited balance: JSON has no
-// infinity.
+// creditUnlimited is what the credit endpoint reports for an unlimited balance before anything
+// is billed: JSON has no infinity.
 const creditUnlimited = 1e9
 
-// credit is GET /api/v1/chat/credit.
+// credit is GET /api/v1/chat/credit. An unlimited balance still goes down by every bill, as a
+// real one does, so a client can measure prices by it.
 func (s *Sim) credit(*http.Request, []byte) answer {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c := s.credits
 	if math.IsInf(c, 1) {
-		c = creditUnlimited
+		c = creditUnlimited - s.counters.CreditsSpent
 	}
 	return success(c)
 }
