@@ -24,12 +24,14 @@ import (
 // reached Kie is cut off (interrupted), and is given back when the job leaves queued any other
 // way or Kie refuses the call (Release).
 //
-// A model's price is the one the caller configured, else the one learned by measuring: the
-// first submission of a model whose price is unknown is sent alone — no other generate call of
-// the namespace in flight (BeginCall) — between two readings of the account's balance, and the
+// A model's price is the one configured (by any process of the namespace), else the one learned
+// by measuring. When a budget needs an unknown price (the batch has a cap, or the account a
+// floor), the next submission of the model is sent alone — no other generate call of the
+// namespace in flight (BeginCall) — between two readings of the account's balance, and the
 // difference is recorded (Measured). Until then jobs of that model are sent one at a time, each
 // allowed while its batch has any budget left: the one measuring submission may pass a cap by
-// less than one image's price, once per model.
+// less than one image's price, once per model. Without a budget, an unknown price is not
+// measured: such submissions are counted apart (BatchBudget.Unpriced).
 //
 // The floor is checked against an estimate of the balance: the last reading of Kie's credit
 // endpoint less everything reserved since, and less the calls that were in flight when it was
