@@ -102,7 +102,8 @@ type Config struct {
 	APIToken Secret
 
 	// Prices is the credits one image costs, by model. Kie does not publish prices, so it is
-	// empty unless configured, and costs are then not reported.
+	// empty unless configured: a budget then measures the price of a model it needs (see
+	// worker/budget.go), and costs are otherwise not reported.
 	Prices map[string]float64
 
 	// LogLevel is debug, info, warn or error (default info).

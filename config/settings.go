@@ -160,7 +160,9 @@ var settings = []*setting{
 	{
 		Setting: Setting{Flag: "price", Env: "KONTEXTQ_PRICES",
 			Help: "credits one image of a model costs, as model=credits; repeat the flag for each model, " +
-				"or give a comma-separated list (flux-kontext-pro=5,flux-kontext-max=10)"},
+				"or give a comma-separated list (flux-kontext-pro=5,flux-kontext-max=10). Kie does not publish prices, " +
+				"so none is assumed: a model without one is measured from the balance when a budget (--max-credits, " +
+				"--min-balance) needs it"},
 		typ:   "model=credits",
 		list:  true,
 		parse: parsePrices,

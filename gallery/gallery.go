@@ -70,6 +70,10 @@ type Summary struct {
 	ETA string
 	// Spend is the credits spent, "" when the prices are not known.
 	Spend string
+	// Cap is the batch's credit cap, "" when it has none; HeldReason says why the budget holds
+	// its Held jobs ("" when it holds none).
+	Cap        string
+	HeldReason string
 }
 
 // Ended is the number of jobs archived or failed.
@@ -99,6 +103,19 @@ func (g *Gallery) Summary(ctx context.Context, batch string) (Summary, error) {
 	}
 	if !info.Done() && g.o.ETA != nil {
 		s.ETA = g.o.ETA(info.Counts)
+	}
+	b, err := g.o.Ledger.Budget(ctx, batch)
+	if err != nil {
+		return s, err
+	}
+	if b.HasCap {
+		s.Cap = b.Cap.String()
+	}
+	s.HeldReason = b.HeldReason()
+	if b.Unpriced == 0 && (b.Spent > 0 || b.HasCap) {
+		// The ledger charged every submission of the batch at a known price.
+		s.Spend = b.Spent.String()
+		return s, nil
 	}
 	s.Spend, err = g.spend(ctx, batch, info.Counts)
 	return s, err
@@ -196,7 +213,8 @@ type Item struct {
 	ID     string `json:"id"`
 	State  string `json:"state"`
 	Prompt string `json:"prompt"`
-	// Reason and Error say why a job failed (or, for one still queued, its last error).
+	// Reason and Error say why a job failed (or, for one still queued, its last error, or
+	// "held" and why the budget holds it).
 	Reason string `json:"reason,omitempty"`
 	Error  string `json:"error,omitempty"`
 	// Thumb and Image are the addresses of the thumbnail and the original, "" when there is
@@ -234,6 +252,9 @@ func (g *Gallery) item(j *jobs.Job, links func(j *jobs.Job) (thumb, image string
 	it := Item{ID: j.ID, State: string(j.State), Prompt: j.Spec.Prompt, Reason: string(j.Reason)}
 	if j.State == jobs.Failed || j.State == jobs.Queued {
 		it.Error = j.Error
+	}
+	if j.State == jobs.Queued && j.Held != "" {
+		it.Reason, it.Error = "held", j.Held
 	}
 	if j.State != jobs.Archived {
 		return it

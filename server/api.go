@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"mime"
 	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -108,6 +110,11 @@ func (s *Server) postJobs(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "bad batch name; nothing was enqueued", ps)
 		return
 	}
+	limit, setLimit, ps := maxCreditsParam(r)
+	if len(ps) > 0 {
+		writeError(w, http.StatusBadRequest, "bad maxCredits; nothing was enqueued", ps)
+		return
+	}
 	items, ps, err := readJobs(body, batch)
 	if s.bodyError(w, err) {
 		return
@@ -124,6 +131,14 @@ func (s *Server) postJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		writeError(w, http.StatusBadRequest, msg, ps)
 		return
+	}
+	if setLimit {
+		// The cap before the jobs: a worker may take the first job at once.
+		if _, err := s.o.Enqueuer.SetMaxCredits(r.Context(), batch, limit, s.prices); err != nil {
+			s.log.Error("setting a batch's credit cap", "batch", batch, "err", err)
+			writeError(w, http.StatusServiceUnavailable, "setting the credit cap failed; nothing was enqueued: "+err.Error(), nil)
+			return
+		}
 	}
 	res, err := s.enqueue(r.Context(), items)
 	if err != nil {
@@ -150,6 +165,25 @@ func (s *Server) postJobs(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// maxCreditsParam reads ?maxCredits=: the batch's credit cap, a number of credits 0 or more, or
+// "none" to remove it. set is false when the parameter is absent.
+func maxCreditsParam(r *http.Request) (limit *jobs.Credits, set bool, ps []problem) {
+	q := r.URL.Query()
+	if !q.Has("maxCredits") {
+		return nil, false, nil
+	}
+	v := strings.TrimSpace(q.Get("maxCredits"))
+	if strings.EqualFold(v, "none") {
+		return nil, true, nil
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || f < 0 || math.IsNaN(f) || f > 1e15 {
+		return nil, false, []problem{{Field: "maxCredits", Message: fmt.Sprintf("%q: want a number of credits, 0 or more, or none", v)}}
+	}
+	c := jobs.CreditsOf(f)
+	return &c, true, nil
 }
 
 // bodyError answers an error reading the body; it reports whether there was one.
@@ -339,6 +373,7 @@ type jobView struct {
 	State       jobs.State  `json:"state"`
 	Reason      jobs.Reason `json:"reason,omitempty"`
 	Error       string      `json:"error,omitempty"`
+	Held        string      `json:"held,omitempty"` // why the budget holds the queued job
 	Request     jobs.Spec   `json:"request"`
 	TaskID      string      `json:"taskId,omitempty"`
 	Submissions int         `json:"submissions"`
@@ -382,7 +417,7 @@ func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
 	spec := j.Spec
 	spec.ID, spec.Batch = "", ""
 	writeJSON(w, http.StatusOK, jobView{
-		Batch: j.Batch, ID: j.ID, State: j.State, Reason: j.Reason, Error: j.Error, Request: spec,
+		Batch: j.Batch, ID: j.ID, State: j.State, Reason: j.Reason, Error: j.Error, Held: j.Held, Request: spec,
 		TaskID: j.TaskID, Submissions: j.Submissions,
 		CreatedAt: timePtr(j.Created), SubmittedAt: timePtr(j.SubmittedAt), ExpiresAt: timePtr(j.ExpiresAt),
 		ArchivedAt: timePtr(j.ArchivedAt), Location: j.Location, SHA256: j.SHA256, Bytes: j.Bytes,
@@ -409,6 +444,11 @@ type batchView struct {
 	Failed    int64         `json:"failed"`
 	Done      bool          `json:"done"`
 	Failures  []failureView `json:"failures,omitempty"`
+	// The budget: credits spent, the cap (absent without one), and the queued jobs it holds.
+	Spent      float64  `json:"spent"`
+	MaxCredits *float64 `json:"maxCredits,omitempty"`
+	Held       int64    `json:"held"`
+	HeldReason string   `json:"heldReason,omitempty"`
 }
 
 func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
@@ -423,8 +463,19 @@ func (s *Server) getBatch(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("no batch %q", b), nil)
 		return
 	}
+	bb, err := s.ledger.Budget(r.Context(), b)
+	if err != nil {
+		s.log.Error("reading batch budget", "batch", b, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "reading the ledger failed", nil)
+		return
+	}
 	v := batchView{Batch: b, Total: c.Total, Queued: c.Queued, Submitted: c.Submitted, Generated: c.Generated,
-		Archived: c.Archived, Failed: c.Failed, Done: c.Done()}
+		Archived: c.Archived, Failed: c.Failed, Done: c.Done(),
+		Spent: bb.Spent.Float(), Held: bb.Held(), HeldReason: bb.HeldReason()}
+	if bb.HasCap {
+		m := bb.Cap.Float()
+		v.MaxCredits = &m
+	}
 	if c.Failed > 0 && c.Failed <= maxFailuresShown {
 		fails, err := s.ledger.Failures(r.Context(), b)
 		if err != nil {

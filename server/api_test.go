@@ -1,7 +1,9 @@
 package server_test
 
 import (
+	"context"
 	"encoding/base64"
+	"encoding/json"
 	"fmt"
 	"image"
 	"image/png"
@@ -10,8 +12,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
+	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/server"
+	"github.com/kontextq/kontextq/worker"
 )
 
 func basicAuth(user, pass string) []string {
@@ -329,5 +335,63 @@ func TestLocalInputImageRefused(t *testing.T) {
 	code, b = f.post(t, "/v1/jobs?batch=edits", "application/json", `{"prompt": "make it blue", "inputImage": "https://example.com/a.png"}`)
 	if code != 201 {
 		t.Errorf("an edit of an https image = %d %s, want 201", code, b)
+	}
+}
+
+// A batch posted with ?maxCredits= is capped for every worker: the jobs beyond the cap stay
+// queued, and GET shows the spend, the cap and why the rest are held.
+func TestPostJobsWithACreditCap(t *testing.T) {
+	t.Parallel()
+	f := setup(t, fixtureOpts{
+		sim:    kiesim.Options{Prices: map[string]float64{"flux-kontext-pro": 5}, GenTimeMedian: 200 * time.Millisecond, GenTimeSigma: -1},
+		worker: func(o *worker.Options) { o.Prices = map[string]float64{"flux-kontext-pro": 5} },
+	})
+	body := "{\"prompt\": \"a heron, 1\"}\n{\"prompt\": \"a heron, 2\"}\n{\"prompt\": \"a heron, 3\"}\n"
+	code, b := f.post(t, "/v1/jobs?batch=herons&maxCredits=ten", "application/x-ndjson", body)
+	if code != 400 || !strings.Contains(string(b), "maxCredits") {
+		t.Fatalf("maxCredits=ten = %d %s, want 400 naming maxCredits", code, b)
+	}
+	if n, _ := f.queued(t, "herons"); n != 0 {
+		t.Fatalf("a refused maxCredits enqueued %d jobs", n)
+	}
+	if code, b := f.post(t, "/v1/jobs?batch=herons&maxCredits=10", "application/x-ndjson", body); code != 200 {
+		t.Fatalf("capped NDJSON = %d %s", code, b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- f.w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("worker: %v", err)
+		}
+	}()
+	var v struct {
+		Archived   int64    `json:"archived"`
+		Queued     int64    `json:"queued"`
+		Spent      float64  `json:"spent"`
+		MaxCredits *float64 `json:"maxCredits"`
+		Held       int64    `json:"held"`
+		HeldReason string   `json:"heldReason"`
+	}
+	eventually.Nil(t, 20*time.Second, "the batch to stop at its cap", func() error {
+		code, b := f.do(t, "GET", "/v1/batches/herons", "", "", bearer...)
+		if code != 200 {
+			return fmt.Errorf("GET = %d %s", code, b)
+		}
+		v.MaxCredits = nil
+		if err := json.Unmarshal(b, &v); err != nil {
+			return err
+		}
+		if v.Archived != 2 || v.Held != 1 {
+			return fmt.Errorf("batch %s", b)
+		}
+		return nil
+	})
+	if v.Spent != 10 || v.MaxCredits == nil || *v.MaxCredits != 10 || v.Queued != 1 || v.HeldReason != "budget: batch cap 10 credits reached" {
+		t.Errorf("batch answer %+v, want 10 of 10 credits spent and one job held by the cap", v)
+	}
+	if st := f.sim.Stats(); st.Accepted != 2 {
+		t.Errorf("Kie accepted %d calls, want 2", st.Accepted)
 	}
 }

@@ -409,3 +409,26 @@ func TestGalleryShowsSpendAtTheConfiguredPrices(t *testing.T) {
 		t.Error("spend shown without prices")
 	}
 }
+
+// A job the budget holds shows why, on the batch page and in the batch list, with the spend
+// against the cap.
+func TestGalleryShowsJobsHeldByTheBudget(t *testing.T) {
+	f := gallerySetup(t, 10)
+	ctx := context.Background()
+	zero := jobs.CreditsOf(0)
+	if err := f.ledger.SetMaxCredits(ctx, "cats", &zero); err != nil {
+		t.Fatal(err)
+	}
+	res, err := f.ledger.Reserve(ctx, jobs.Ref{Batch: "cats", ID: "cat-0003"}, jobs.ReserveRequest{Model: jobs.DefaultModel, Price: jobs.CreditsOf(5), PriceKnown: true})
+	if err != nil || res.Outcome != jobs.Held {
+		t.Fatalf("reserve under a cap of 0: %+v, %v; want held", res, err)
+	}
+	list := f.page(t, "/gallery/")
+	if !strings.Contains(list, `title="budget: batch cap 0 credits reached">1</td>`) || !strings.Contains(list, "0 of 0 credits") {
+		t.Errorf("the batch list does not show the held job and the spend against the cap:\n%s", list)
+	}
+	p := f.page(t, "/gallery/cats/?state=queued")
+	if !strings.Contains(p, "1 held: budget: batch cap 0 credits reached") || !strings.Contains(p, "held: budget: batch cap 0 credits reached</p>") {
+		t.Errorf("the batch page does not show why the job is held:\n%s", p)
+	}
+}

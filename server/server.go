@@ -196,6 +196,7 @@ type Server struct {
 	// ownMetrics: the server made o.Metrics and closes them.
 	ownMetrics bool
 	gallery    *gallery.Gallery
+	prices     map[string]jobs.Credits // o.Prices in the ledger's unit
 }
 
 // New builds a Server. It fails with ErrNoToken when no token is configured and running
@@ -216,6 +217,10 @@ func New(o Options) (*Server, error) {
 		mux:        http.NewServeMux(),
 		token:      newTokenCheck(o.APIToken),
 		bulk:       make(chan struct{}, 2),
+		prices:     map[string]jobs.Credits{},
+	}
+	for m, p := range o.Prices {
+		s.prices[m] = jobs.CreditsOf(p)
 	}
 	if o.RedisConnOpt != nil {
 		s.dashboard = asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: o.RedisConnOpt, ReadOnly: o.ReadOnly})

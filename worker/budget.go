@@ -58,7 +58,8 @@ func (w *Worker) reserve(ctx context.Context, j *jobs.Job) (jobs.Reservation, er
 		case jobs.Wait:
 			return res, &RateLimitedError{RetryAfter: measureWait, Why: res.Reason}
 		case jobs.Held:
-			w.log.Info("job held by the budget", "job", j.Ref.String(), "reason", res.Reason)
+			// Debug: at the end of a capped batch every job left is held, one line each.
+			w.log.Debug("job held by the budget", "job", j.Ref.String(), "reason", res.Reason)
 			return res, errHeld
 		case jobs.NotQueued:
 			return res, errHeld

@@ -39,12 +39,13 @@ type manifestRow struct {
 
 	State       string   `json:"state"`
 	Reason      string   `json:"reason"`
+	Held        string   `json:"held"` // why the budget holds a queued job
 	TaskID      string   `json:"taskId"`
 	Archive     string   `json:"archive"`
 	SHA256      string   `json:"sha256"`
 	Bytes       *int64   `json:"bytes"`
 	Submissions int      `json:"submissions"` // paid generate calls
-	Credits     *float64 `json:"credits"`     // submissions at the configured --price of the model; null when unpriced
+	Credits     *float64 `json:"credits"`     // charged against the batch's budget, else submissions at the configured --price; null when unpriced
 
 	CreatedAt   string `json:"createdAt"`   // loaded
 	SubmittedAt string `json:"submittedAt"` // the latest generate call answered
@@ -55,13 +56,13 @@ type manifestRow struct {
 
 var manifestColumns = []string{"id", "file", "line", "prompt", "inputImage", "aspectRatio", "model", "outputFormat",
 	"promptUpsampling", "safetyTolerance", "enableTranslation", "watermark", "uploadCn",
-	"state", "reason", "taskId", "archive", "sha256", "bytes", "submissions", "credits",
+	"state", "reason", "held", "taskId", "archive", "sha256", "bytes", "submissions", "credits",
 	"createdAt", "submittedAt", "completedAt", "archivedAt", "error"}
 
 func (r manifestRow) cells() []string {
 	return []string{r.ID, r.File, cell(r.Line), r.Prompt, r.InputImage, r.AspectRatio, r.Model, r.OutputFormat,
 		cell(r.PromptUpsampling), cell(r.SafetyTolerance), cell(r.EnableTranslation), r.Watermark, cell(r.UploadCn),
-		r.State, r.Reason, r.TaskID, r.Archive, r.SHA256, cell(r.Bytes), strconv.Itoa(r.Submissions), cell(r.Credits),
+		r.State, r.Reason, r.Held, r.TaskID, r.Archive, r.SHA256, cell(r.Bytes), strconv.Itoa(r.Submissions), cell(r.Credits),
 		r.CreatedAt, r.SubmittedAt, r.CompletedAt, r.ArchivedAt, r.Error}
 }
 
@@ -87,7 +88,7 @@ func rowOf(j *jobs.Job, prices map[string]float64) manifestRow {
 		Prompt: s.Prompt, InputImage: s.InputImage, AspectRatio: s.AspectRatio, Model: s.Model, OutputFormat: s.OutputFormat,
 		PromptUpsampling: s.PromptUpsampling, SafetyTolerance: s.SafetyTolerance, EnableTranslation: s.EnableTranslation,
 		Watermark: s.Watermark, UploadCn: s.UploadCn,
-		State: string(j.State), Reason: string(j.Reason), TaskID: j.TaskID, Archive: j.Location, SHA256: j.SHA256,
+		State: string(j.State), Reason: string(j.Reason), Held: j.Held, TaskID: j.TaskID, Archive: j.Location, SHA256: j.SHA256,
 		Submissions: j.Submissions,
 		CreatedAt:   stamp(j.Created), SubmittedAt: stamp(j.SubmittedAt), CompletedAt: stamp(j.CompleteTime), ArchivedAt: stamp(j.ArchivedAt),
 		Error: j.Error,
@@ -102,7 +103,10 @@ func rowOf(j *jobs.Job, prices map[string]float64) manifestRow {
 	if model == "" {
 		model = jobs.DefaultModel
 	}
-	if p, ok := prices[model]; ok {
+	if j.Credits > 0 {
+		c := j.Credits.Float()
+		r.Credits = &c
+	} else if p, ok := prices[model]; ok {
 		c := p * float64(j.Submissions)
 		r.Credits = &c
 	}
@@ -122,9 +126,11 @@ func newExportCmd() *cobra.Command {
                           outputFormat, promptUpsampling, safetyTolerance, enableTranslation,
                           watermark, uploadCn (empty when the job left Kie's default)
   state, reason           queued, submitted, generated, archived or failed; why it failed
+  held                    why the budget holds a queued job (see kontextq budget)
   taskId                  Kie's task id
   archive, sha256, bytes  where the image is, its checksum and size
-  submissions, credits    paid generate calls, and what they cost at the configured --price
+  submissions, credits    paid generate calls, and what they cost: as charged to the batch's
+                          budget, else at the configured --price
   createdAt, submittedAt, completedAt, archivedAt   loaded, submitted, generated (Kie's), archived
   error                   the last error
 

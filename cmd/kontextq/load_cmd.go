@@ -31,6 +31,7 @@ type batchFlags struct {
 	safety                  int
 	upsampling, translation bool
 	uploadCn                bool
+	budget                  budgetFlags
 	cmd                     *cobra.Command
 }
 
@@ -52,6 +53,7 @@ func (b *batchFlags) register(cmd *cobra.Command) {
 	f.BoolVar(&b.upsampling, "prompt-upsampling", false, "promptUpsampling for lines that give none")
 	f.BoolVar(&b.translation, "enable-translation", true, "enableTranslation for lines that give none")
 	f.BoolVar(&b.uploadCn, "upload-cn", false, "uploadCn for lines that give none")
+	b.budget.register(f)
 }
 
 func (b *batchFlags) options(path string) loadOptions {
@@ -167,6 +169,10 @@ assumed), and how long they take at the configured --rate.`,
 			if err != nil {
 				return err
 			}
+			budget, err := bf.budget.parse()
+			if err != nil {
+				return err
+			}
 			o, closeInput, err := bf.openInput(args[0])
 			if err != nil {
 				return err
@@ -190,6 +196,10 @@ assumed), and how long they take at the configured --rate.`,
 			defer rdb.Close()
 			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
 			defer enq.Close()
+			// The budget before the jobs: a worker may take the first job at once.
+			if err := applyBudget(ctx, enq, o.Batch, budget, cfg, cmd.OutOrStdout()); err != nil {
+				return err
+			}
 			rep, err = enqueueWithProgress(ctx, enq, o, rep, cmd.ErrOrStderr())
 			if err != nil {
 				return err

@@ -103,7 +103,7 @@ Settings come from flags, then environment variables, then an optional YAML file
 	root.PersistentPreRun = func(*cobra.Command, []string) { commandStarted = true }
 	root.AddCommand(newRunCmd(), newWorkerCmd(), newSimCmd(), newConfigCmd(), newBenchCmd())
 	root.AddCommand(newLoadCmd(), newStatusCmd(), newExportCmd(), newRetryCmd(), newCancelCmd())
-	root.AddCommand(newServeCmd(), newDemoCmd(), newVerifyCmd(), newVersionCmd(), newGalleryCmd())
+	root.AddCommand(newServeCmd(), newDemoCmd(), newVerifyCmd(), newVersionCmd(), newGalleryCmd(), newBudgetCmd())
 	registerSettings(root)
 	explainArgs(root)
 	return root

@@ -47,6 +47,10 @@ waits for its batch it also works jobs other loads queued there.`,
 			}
 			ctx := cmd.Context()
 			log := app.NewLogger(cfg, cmd.ErrOrStderr())
+			budget, err := bf.budget.parse()
+			if err != nil {
+				return err
+			}
 			o, closeInput, err := bf.openInput(args[0])
 			if err != nil {
 				return err
@@ -106,6 +110,9 @@ waits for its batch it also works jobs other loads queued there.`,
 			defer enq.Close()
 
 			out := cmd.OutOrStdout()
+			if err := applyBudget(ctx, enq, o.Batch, budget, cfg, out); err != nil {
+				return err
+			}
 			rep, err = enqueueWithProgress(ctx, enq, o, rep, cmd.ErrOrStderr())
 			if err != nil {
 				return err
@@ -215,8 +222,12 @@ func workBatch(ctx context.Context, w *app.Worker, batch string, rate ratelimit.
 }
 
 func progressLine(c jobs.Counts) string {
-	return fmt.Sprintf("%d/%d archived · %d failed · %d generating · %d archiving · %d queued",
+	line := fmt.Sprintf("%d/%d archived · %d failed · %d generating · %d archiving · %d queued",
 		c.Archived, c.Total, c.Failed, c.Submitted, c.Generated, c.Queued)
+	if c.Held > 0 {
+		line += fmt.Sprintf(" (%d held by the budget)", c.Held)
+	}
+	return line
 }
 
 // summarize prints the outcome and returns run's exit status.
@@ -226,7 +237,18 @@ func summarize(ctx context.Context, l *jobs.Ledger, batch string, out io.Writer)
 		return err
 	}
 	fmt.Fprintf(out, "batch %s: %d archived, %d failed of %d\n", batch, c.Archived, c.Failed, c.Total)
+	lines, err := batchBudgetLines(ctx, l, batch)
+	if err != nil {
+		return err
+	}
+	for _, line := range lines {
+		fmt.Fprintln(out, line)
+	}
 	if c.Failed == 0 {
+		if c.Held > 0 {
+			// Nothing more happens without a person: say so rather than wait for ever.
+			return &exitError{code: exitFailed, err: fmt.Errorf("%d jobs held by the budget, not sent to Kie", c.Held)}
+		}
 		return nil
 	}
 	fails, err := l.Failures(ctx, batch)
@@ -239,6 +261,9 @@ func summarize(ctx context.Context, l *jobs.Ledger, batch string, out io.Writer)
 	})
 	for _, j := range fails {
 		fmt.Fprintf(out, "  failed %s: %s: %s\n", failedJob(j), j.Reason, j.Error)
+	}
+	if c.Held > 0 {
+		return &exitError{code: exitFailed, err: fmt.Errorf("%d jobs failed, %d held by the budget", c.Failed, c.Held)}
 	}
 	return &exitError{code: exitFailed}
 }

@@ -87,17 +87,34 @@ func listBatches(ctx context.Context, l *jobs.Ledger, out io.Writer) error {
 	}
 	sort.Strings(names)
 	tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BATCH\tTOTAL\tARCHIVED\tFAILED\tGENERATING\tARCHIVING\tQUEUED\tSTATE")
+	fmt.Fprintln(tw, "BATCH\tTOTAL\tARCHIVED\tFAILED\tGENERATING\tARCHIVING\tQUEUED\tHELD\tSPENT\tSTATE")
 	for _, b := range names {
 		c, err := l.Counts(ctx, b)
 		if err != nil {
 			return err
 		}
-		state := "working"
-		if c.Done() {
-			state = "finished"
+		bb, err := l.Budget(ctx, b)
+		if err != nil {
+			return err
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%s\n", b, c.Total, c.Archived, c.Failed, c.Submitted, c.Generated, c.Queued, state)
+		state := "working"
+		switch {
+		case c.Done():
+			state = "finished"
+		case c.Stalled():
+			state = "stopped by its budget"
+		}
+		spent := bb.Spent.String()
+		switch {
+		case bb.Unpriced > 0 && bb.Spent == 0:
+			spent = "-" // paid for at prices nobody gave or measured
+		case bb.Unpriced > 0:
+			spent = ">" + spent
+		}
+		if bb.HasCap {
+			spent += "/" + bb.Cap.String()
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%s\n", b, c.Total, c.Archived, c.Failed, c.Submitted, c.Generated, c.Queued, c.Held, spent, state)
 	}
 	return tw.Flush()
 }
@@ -106,8 +123,11 @@ func listBatches(ctx context.Context, l *jobs.Ledger, out io.Writer) error {
 func printStatus(ctx context.Context, l *jobs.Ledger, batch string, info jobs.BatchInfo, rate ratelimit.Rate, now time.Time, out io.Writer) error {
 	c := info.Counts
 	state := "working"
-	if c.Done() {
+	switch {
+	case c.Done():
 		state = "finished"
+	case c.Stalled():
+		state = "stopped by its budget"
 	}
 	fmt.Fprintf(out, "batch %s: %d jobs, %s\n", batch, c.Total, state)
 	failures := ""
@@ -123,9 +143,20 @@ func printStatus(ctx context.Context, l *jobs.Ledger, batch string, info jobs.Ba
 	fmt.Fprintf(tw, "  failed\t%d\t %s\n", c.Failed, failures)
 	fmt.Fprintf(tw, "  generating\t%d\t submitted; Kie is working on them\n", c.Submitted)
 	fmt.Fprintf(tw, "  archiving\t%d\t generated; being downloaded to the archive\n", c.Generated)
-	fmt.Fprintf(tw, "  queued\t%d\t waiting for their turn at the rate limit\n", c.Queued)
+	if c.Held > 0 {
+		fmt.Fprintf(tw, "  queued\t%d\t %d waiting for their turn at the rate limit, %d held by the budget\n", c.Queued, c.Queued-c.Held, c.Held)
+	} else {
+		fmt.Fprintf(tw, "  queued\t%d\t waiting for their turn at the rate limit\n", c.Queued)
+	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	lines, err := batchBudgetLines(ctx, l, batch)
+	if err != nil {
+		return err
+	}
+	for _, line := range lines {
+		fmt.Fprintln(out, line)
 	}
 	fmt.Fprintf(out, "pace: %s\n", averagePace(info, now))
 	if !c.Done() {
@@ -186,14 +217,18 @@ func perMinute(n int64, d time.Duration) string {
 // a batch can go slower (failures, other batches sharing the account), never faster.
 func eta(c jobs.Counts, rate ratelimit.Rate) string {
 	inFlight := c.Submitted + c.Generated
-	if c.Queued == 0 {
+	queued := c.Queued - c.Held // held jobs wait for a raise of the budget, not for the rate
+	if queued <= 0 {
+		if c.Held > 0 {
+			return fmt.Sprintf("%d jobs at Kie or being archived; the rest are held by the budget", inFlight)
+		}
 		return fmt.Sprintf("%d jobs at Kie or being archived; no more to submit", inFlight)
 	}
-	d, ok := rate.Time(c.Queued)
+	d, ok := rate.Time(queued)
 	if !ok {
 		return "unknown (no --rate)"
 	}
-	return fmt.Sprintf("at least %s: %d queued at --rate %s, then their generation", humanDuration(d), c.Queued, rate)
+	return fmt.Sprintf("at least %s: %d queued at --rate %s, then their generation", humanDuration(d), queued, rate)
 }
 
 // paceWindow remembers recent samples of the archived count, to measure the pace over the last
@@ -248,11 +283,12 @@ func followBatch(ctx context.Context, l *jobs.Ledger, batch string, rate ratelim
 		if pm, ok := pace.add(time.Now(), c.Archived); ok {
 			extra = fmt.Sprintf("%.1f archived/min", pm)
 		}
-		if d, ok := rate.Time(c.Queued); ok && !c.Done() && c.Queued > 0 {
+		if d, ok := rate.Time(c.Queued - c.Held); ok && !c.Done() && c.Queued > c.Held {
 			extra = strings.TrimPrefix(extra+" · eta ≥ "+humanDuration(d), " · ")
 		}
 		view.Show(c, extra)
-		if untilDone && c.Done() {
+		// A batch whose every job left is held by the budget goes no further on its own.
+		if untilDone && (c.Done() || c.Stalled()) {
 			return nil
 		}
 		select {

@@ -93,7 +93,7 @@ func TestBatchLifecycle(t *testing.T) {
 		t.Errorf("status --wait: exit %d, want 0\n%s", code, out)
 	}
 	code, out = kq(t, dir, envv, "status")
-	if code != 0 || !strings.Contains(squeeze(out), "kites  5  4  1  0  0  0  finished") {
+	if code != 0 || !strings.Contains(squeeze(out), "kites  5  4  1  0  0  0  0  -  finished") {
 		t.Errorf("status of every batch: exit %d\n%s", code, out)
 	}
 	if st := sim.Stats(); st.Accepted != 6 || st.DuplicateSubmissions != 0 {
