@@ -734,12 +734,26 @@ func Requeue(ctx context.Context, t *Tasks, refs []Ref) error {
 	return nil
 }
 
+// forgetScript drops a batch from the batches with held jobs once it holds none (a cancel, or
+// jobs that ended otherwise). KEYS: held by cap, held by floor, batches with held jobs. ARGV: batch.
+var forgetScript = redis.NewScript(`
+if redis.call('SCARD', KEYS[1]) == 0 and redis.call('SCARD', KEYS[2]) == 0 then redis.call('SREM', KEYS[3], ARGV[1]) end
+return 1
+`)
+
 // ReleaseHeld releases the held jobs of a batch that its budget can now cover, at the smallest
 // price known, and queues their submit tasks again. It reports how many it released.
 func ReleaseHeld(ctx context.Context, l *Ledger, t *Tasks, batch string, price Credits) (int, error) {
 	capN, floorN, err := l.Room(ctx, batch, price)
-	if err != nil || capN+floorN == 0 {
+	if err != nil {
 		return 0, err
+	}
+	if capN+floorN == 0 {
+		keys := []string{l.heldKey(batch, holdCap), l.heldKey(batch, holdFloor), l.heldBatchesKey()}
+		if err := forgetScript.Run(ctx, l.rdb, keys, batch).Err(); err != nil {
+			return 0, fmt.Errorf("ledger %s: %w", batch, err)
+		}
+		return 0, nil
 	}
 	refs, err := l.Unhold(ctx, batch, capN, floorN)
 	if err != nil {
