@@ -10,9 +10,9 @@ import (
 	"github.com/kontextq/kontextq/jobs"
 )
 
-// A queued job whose submit task asynq archived (its last attempt was cut off by a crash) is
-// queued again when its batch is loaded again: that is the remedy the loader promises for a job
-// whose task is missing. A live task is left alone.
+// A queued job whose submit task asynq archived (its last attempt was cut off by a crash) is put
+// in line again when its batch is loaded again, and dispatching it queues the task anew: that is
+// the remedy the loader promises for a job whose task is missing. A live task is left alone.
 func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
 	t.Parallel()
 	env := redistest.New(t)
@@ -24,9 +24,26 @@ func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
 	q := jobs.QueuesFor(env.Prefix + "ns")
 	spec := jobs.Spec{Batch: "b", ID: "one", Prompt: "a gull over a pier"}
 	id := "submit:b/one:0"
+	// dispatch does what a worker's dispatcher does.
+	dispatch := func() int {
+		t.Helper()
+		ds, err := enq.Ledger().Dispatch(ctx, 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, d := range ds {
+			if err := enq.Tasks().Submit(ctx, d.Ref, d.Submissions); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return len(ds)
+	}
 
 	if _, err := enq.Enqueue(ctx, spec); err != nil {
 		t.Fatal(err)
+	}
+	if n := dispatch(); n != 1 {
+		t.Fatalf("dispatched %d jobs, want 1", n)
 	}
 	if err := insp.ArchiveTask(q.Submit, id); err != nil {
 		t.Fatal(err)
@@ -34,6 +51,9 @@ func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
 	out, err := enq.Enqueue(ctx, spec)
 	if err != nil || out.Added || out.State != jobs.Queued {
 		t.Fatalf("enqueue again: %+v, %v", out, err)
+	}
+	if n := dispatch(); n != 1 {
+		t.Fatalf("after loading again, dispatched %d jobs, want 1", n)
 	}
 	info, err := insp.GetTaskInfo(q.Submit, id)
 	if err != nil {
@@ -47,6 +67,7 @@ func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
 	if _, err := enq.Enqueue(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
+	dispatch()
 	if n, err := insp.ListPendingTasks(q.Submit); err != nil || len(n) != 1 {
 		t.Errorf("pending submit tasks after a third load: %d, %v; want 1", len(n), err)
 	}

@@ -52,6 +52,8 @@ type Job struct {
 	State State
 	Spec  Spec
 
+	Priority Priority // the class it waits in for submission
+
 	TaskID      string    // Kie's task id of the current submission
 	Submissions int       // paid generate calls made for this job
 	Submitting  time.Time // set while a generate call is in flight; see Ledger.MarkSubmitting
@@ -184,12 +186,20 @@ func keyPrefix(rdb redis.UniversalClient, ns string) string {
 // a name takes it in the batch's name index, which keeps names unique: a name another job holds
 // gets "-<id>" appended; if even that is held, the create fails.
 //
+// The job is put in line for dispatch (see dispatch.go), and so is an existing queued job that is
+// neither waiting nor being submitted: loading a file again revives a job whose dispatch was lost.
+//
 // KEYS: job, batch counters, batch job list, batches set, batch failed set, batch file list,
-// batch name index.
-// ARGV: spec, now ms, id, batch, ref, file ("" none), line, name ("" the id).
-var createScript = redis.NewScript(`
+// batch name index, waiting list, class ring.
+// ARGV: spec, now ms, id, batch, ref, file ("" none), line, name ("" the id), priority.
+var createScript = redis.NewScript(waitLua + `
 local s = redis.call('HGET', KEYS[1], 's')
-if s then return {s, tonumber(redis.call('HGET', KEYS[1], 'n') or '0')} end
+if s then
+  if s == 'queued' and redis.call('HEXISTS', KEYS[1], 'wt') == 0 and redis.call('HEXISTS', KEYS[1], 'sub') == 0 then
+    wait(KEYS[1], KEYS[8], KEYS[9], ARGV[4], ARGV[3], ARGV[9], false)
+  end
+  return {s, tonumber(redis.call('HGET', KEYS[1], 'n') or '0')}
+end
 local name = ARGV[8]
 if name ~= '' then
   local held = redis.call('HGET', KEYS[7], name)
@@ -212,6 +222,7 @@ if ARGV[6] ~= '' then
   redis.call('HSET', KEYS[1], 'src', idx .. ':' .. ARGV[7])
 end
 redis.call('HINCRBY', KEYS[2], 'queued', 1)
+wait(KEYS[1], KEYS[8], KEYS[9], ARGV[4], ARGV[3], ARGV[9], false)
 if redis.call('SREM', KEYS[5], ARGV[5]) == 1 then
   redis.call('HINCRBY', KEYS[2], 'failed', -1)
   return {'', 0}
@@ -224,29 +235,33 @@ return {'', 0}
 `)
 
 // createArgs are the keys and arguments of createScript for a job.
-func (l *Ledger) createArgs(s *Spec, spec []byte, now string) ([]string, []any) {
+func (l *Ledger) createArgs(s *Spec, spec []byte, now string, p Priority) ([]string, []any) {
 	r := Ref{Batch: s.Batch, ID: s.ID}
 	name := s.Name
 	if name == s.ID {
 		name = ""
 	}
 	return []string{l.jobKey(r), l.batchKey(r.Batch), l.batchJobs(r.Batch), l.batchesKey(), l.batchFailed(r.Batch),
-			l.batchFiles(r.Batch), l.batchNames(r.Batch)},
-		[]any{spec, now, r.ID, r.Batch, r.String(), s.File, s.Line, name}
+			l.batchFiles(r.Batch), l.batchNames(r.Batch), l.waitKey(p, r.Batch), l.ringKey(p)},
+		[]any{spec, now, r.ID, r.Batch, r.String(), s.File, s.Line, name, string(p)}
 }
 
-// Create records a new queued job unless the ledger already holds one with the same batch and id.
-// It reports the state of the existing job ("" when created) and its paid submissions so far.
-func (l *Ledger) Create(ctx context.Context, s *Spec) (existing State, submissions int, err error) {
+// Create records a new queued job unless the ledger already holds one with the same batch and id,
+// and puts it in line for submission in class p (see dispatch.go). It reports the state of the
+// existing job ("" when created) and its paid submissions so far.
+func (l *Ledger) Create(ctx context.Context, s *Spec, p Priority) (existing State, submissions int, err error) {
 	if s.ID == "" || s.Batch == "" {
 		return "", 0, fmt.Errorf("ledger create: job without id or batch")
+	}
+	if !p.valid() {
+		return "", 0, fmt.Errorf("ledger create: priority %q: want one of interactive, normal, bulk", p)
 	}
 	spec, err := json.Marshal(specBody(s))
 	if err != nil {
 		return "", 0, fmt.Errorf("ledger create %s/%s: %w", s.Batch, s.ID, err)
 	}
 	r := Ref{Batch: s.Batch, ID: s.ID}
-	keys, args := l.createArgs(s, spec, ms(l.now()))
+	keys, args := l.createArgs(s, spec, ms(l.now()), p)
 	res, err := createScript.Run(ctx, l.rdb, keys, args...).Slice()
 	if err != nil {
 		return "", 0, fmt.Errorf("ledger create %s: %w", r, err)
@@ -293,6 +308,10 @@ func decodeJob(r Ref, m map[string]string, files []string) (*Job, error) {
 			j.Spec.File = files[i]
 		}
 		j.Spec.Line, _ = strconv.Atoi(line)
+	}
+	j.Priority = Priority(m[fPriority])
+	if j.Priority == "" {
+		j.Priority = Bulk
 	}
 	j.TaskID = m[fTask]
 	j.Submissions, _ = strconv.Atoi(m[fSubs])

@@ -33,9 +33,12 @@ type Created struct {
 
 // CreateMany is Create for many specs in one round trip. Every spec must have an id and a batch.
 // The result is in the order of specs.
-func (l *Ledger) CreateMany(ctx context.Context, specs []*Spec) ([]Created, error) {
+func (l *Ledger) CreateMany(ctx context.Context, specs []*Spec, pr Priority) ([]Created, error) {
 	if len(specs) == 0 {
 		return nil, nil
+	}
+	if !pr.valid() {
+		return nil, fmt.Errorf("ledger create: priority %q: want one of interactive, normal, bulk", pr)
 	}
 	if err := l.loadScripts(ctx, createScript); err != nil {
 		return nil, err
@@ -51,7 +54,7 @@ func (l *Ledger) CreateMany(ctx context.Context, specs []*Spec) ([]Created, erro
 			if err != nil {
 				return fmt.Errorf("%s/%s: %w", s.Batch, s.ID, err)
 			}
-			keys, args := l.createArgs(s, spec, now)
+			keys, args := l.createArgs(s, spec, now, pr)
 			cmds[i] = createScript.EvalSha(ctx, p, keys, args...)
 		}
 		return nil

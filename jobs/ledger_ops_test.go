@@ -40,7 +40,7 @@ func TestCreateManyIsIdempotentAndCounts(t *testing.T) {
 	l, _, _ := opsSetup(t)
 	ctx := context.Background()
 	ss := specs("b", 5)
-	res, err := l.CreateMany(ctx, ss[:3])
+	res, err := l.CreateMany(ctx, ss[:3], Bulk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +53,7 @@ func TestCreateManyIsIdempotentAndCounts(t *testing.T) {
 	if ok, err := l.RecordSubmitted(ctx, Ref{"b", "j01"}, "task-1"); err != nil || !ok {
 		t.Fatalf("RecordSubmitted = %v, %v", ok, err)
 	}
-	res, err = l.CreateMany(ctx, ss)
+	res, err = l.CreateMany(ctx, ss, Bulk)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -86,7 +86,7 @@ func TestCancelQueuedLeavesJobsAtKie(t *testing.T) {
 	t.Parallel()
 	l, _, _ := opsSetup(t)
 	ctx := context.Background()
-	if _, err := l.CreateMany(ctx, specs("b", 6)); err != nil {
+	if _, err := l.CreateMany(ctx, specs("b", 6), Bulk); err != nil {
 		t.Fatal(err)
 	}
 	// j00 submitted, j01 mid-submission, j02 archived, j03 failed earlier; j04 and j05 queued.
@@ -149,7 +149,7 @@ func TestRetryFailedRequeuesByReason(t *testing.T) {
 	t.Parallel()
 	l, env, now := opsSetup(t)
 	ctx := context.Background()
-	if _, err := l.CreateMany(ctx, specs("b", 4)); err != nil {
+	if _, err := l.CreateMany(ctx, specs("b", 4), Bulk); err != nil {
 		t.Fatal(err)
 	}
 	// j00: generated then expired after one paid submission; j01 interrupted; j02 cancelled; j03 queued.
@@ -218,7 +218,7 @@ func TestInfoRecordsPace(t *testing.T) {
 	t.Parallel()
 	l, _, now := opsSetup(t)
 	ctx := context.Background()
-	if _, err := l.CreateMany(ctx, specs("b", 2)); err != nil {
+	if _, err := l.CreateMany(ctx, specs("b", 2), Bulk); err != nil {
 		t.Fatal(err)
 	}
 	info, err := l.Info(ctx, "b")
@@ -261,7 +261,7 @@ func TestCreateAfterFailedRecordExpired(t *testing.T) {
 	l, env, _ := opsSetup(t)
 	ctx := context.Background()
 	ss := specs("b", 2)
-	if _, err := l.CreateMany(ctx, ss); err != nil {
+	if _, err := l.CreateMany(ctx, ss, Bulk); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"j00", "j01"} {
@@ -273,10 +273,10 @@ func TestCreateAfterFailedRecordExpired(t *testing.T) {
 		}
 	}
 	// Loaded again: one through Create, one through CreateMany.
-	if st, _, err := l.Create(ctx, ss[0]); err != nil || st != "" {
+	if st, _, err := l.Create(ctx, ss[0], Bulk); err != nil || st != "" {
 		t.Fatalf("create again: %q, %v", st, err)
 	}
-	if res, err := l.CreateMany(ctx, ss[1:]); err != nil || res[0].Existing != "" {
+	if res, err := l.CreateMany(ctx, ss[1:], Bulk); err != nil || res[0].Existing != "" {
 		t.Fatalf("create many again: %+v, %v", res, err)
 	}
 	c, err := l.Counts(ctx, "b")

@@ -21,7 +21,7 @@ func pageSetup(tb testing.TB, n int) *Ledger {
 		for i := start; i < min(n, start+5000); i++ {
 			ss = append(ss, &Spec{Batch: "b", ID: fmt.Sprintf("j%06d", i), Prompt: fmt.Sprintf("%s number %d", animals[i%3], i)})
 		}
-		if _, err := l.CreateMany(ctx, ss); err != nil {
+		if _, err := l.CreateMany(ctx, ss, Bulk); err != nil {
 			tb.Fatal(err)
 		}
 	}
@@ -96,7 +96,7 @@ func TestPageSearchFindsPromptsWithEscapedCharacters(t *testing.T) {
 	ctx := context.Background()
 	prompts := []string{`a <script>alert("x")</script> & more`, `plain words`, "caf\u00e9 \u2028 line"}
 	for i, p := range prompts {
-		if _, _, err := l.Create(ctx, &Spec{Batch: "b", ID: fmt.Sprint("j", i), Prompt: p}); err != nil {
+		if _, _, err := l.Create(ctx, &Spec{Batch: "b", ID: fmt.Sprint("j", i), Prompt: p}, Bulk); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -148,7 +148,7 @@ func TestPaidCountsGenerateCallsByModel(t *testing.T) {
 	ctx := context.Background()
 	specs := []*Spec{{Batch: "b", ID: "a", Prompt: "a"}, {Batch: "b", ID: "b", Prompt: "b", Model: "flux-kontext-max"},
 		{Batch: "b", ID: "c", Prompt: "c"}, {Batch: "b", ID: "d", Prompt: "d"}}
-	if _, err := l.CreateMany(ctx, specs); err != nil {
+	if _, err := l.CreateMany(ctx, specs, Bulk); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range []string{"a", "b", "c"} {

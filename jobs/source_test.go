@@ -14,7 +14,7 @@ func TestLedgerKeepsSourceAndUniqueNames(t *testing.T) {
 	a := &Spec{Batch: "b", ID: "ja", Prompt: "a fox", File: "/in/one.csv", Line: 2, Name: "fox"}
 	b := &Spec{Batch: "b", ID: "jb", Prompt: "a fox", File: "/in/two.csv", Line: 2, Name: "fox"}
 	c := &Spec{Batch: "b", ID: "jc", Prompt: "a hen", File: "/in/one.csv", Line: 3}
-	if _, err := l.CreateMany(ctx, []*Spec{a, b, c}); err != nil {
+	if _, err := l.CreateMany(ctx, []*Spec{a, b, c}, Bulk); err != nil {
 		t.Fatal(err)
 	}
 	want := map[string][3]any{"ja": {"/in/one.csv", 2, "fox"}, "jb": {"/in/two.csv", 2, "fox-jb"}, "jc": {"/in/one.csv", 3, "jc"}}
@@ -27,7 +27,7 @@ func TestLedgerKeepsSourceAndUniqueNames(t *testing.T) {
 	// Loading again, with the lines moved and another name, changes nothing of a known job.
 	a2 := *a
 	a2.Line, a2.Name = 40, "other"
-	if _, err := l.CreateMany(ctx, []*Spec{&a2}); err != nil {
+	if _, err := l.CreateMany(ctx, []*Spec{&a2}, Bulk); err != nil {
 		t.Fatal(err)
 	}
 	if j := mustGet(t, l, Ref{"b", "ja"}); j.Spec.Line != 2 || j.Spec.FileName() != "fox" {

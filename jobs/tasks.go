@@ -113,6 +113,7 @@ type TasksOptions struct {
 // Tasks queues and removes the asynq tasks of jobs by their stable ids. It is safe for concurrent
 // use.
 type Tasks struct {
+	rdb    redis.UniversalClient
 	client *asynq.Client
 	insp   *asynq.Inspector
 	queues Queues
@@ -128,6 +129,7 @@ func NewTasks(rdb redis.UniversalClient, o TasksOptions) *Tasks {
 		o.Now = time.Now
 	}
 	return &Tasks{
+		rdb:    rdb,
 		client: asynq.NewClientFromRedisClient(rdb),
 		insp:   asynq.NewInspectorFromRedisClient(rdb),
 		queues: QueuesFor(o.Namespace),
@@ -250,4 +252,22 @@ func deadTask(info *asynq.TaskInfo, now time.Time) bool {
 		return !info.Deadline.IsZero() && !info.Deadline.After(now)
 	}
 	return false
+}
+
+// SubmitBacklog counts the submit tasks asynq holds that no handler is running: waiting, waiting
+// to retry, and scheduled. The dispatcher keeps it short (see Ledger.Dispatch). It reads asynq's
+// own keys ("asynq:{<queue>}:pending", ":retry", ":scheduled" in asynq v0.26), one round trip.
+func (t *Tasks) SubmitBacklog(ctx context.Context) (int64, error) {
+	p := "asynq:{" + t.queues.Submit + "}:"
+	var pending, retry, scheduled *redis.IntCmd
+	_, err := t.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		pending = pl.LLen(ctx, p+"pending")
+		retry = pl.ZCard(ctx, p+"retry")
+		scheduled = pl.ZCard(ctx, p+"scheduled")
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("reading the submit backlog: %w", err)
+	}
+	return pending.Val() + retry.Val() + scheduled.Val(), nil
 }

@@ -77,7 +77,7 @@ func (s *Server) postJobs(w http.ResponseWriter, r *http.Request) {
 			"Content-Type must be application/json (one job) or application/x-ndjson (one job per line)", nil)
 		return
 	}
-	batch := r.URL.Query().Get("batch")
+	batch, prio := r.URL.Query().Get("batch"), r.URL.Query().Get("priority")
 	var body io.Reader
 	if bulk {
 		select {
@@ -88,7 +88,7 @@ func (s *Server) postJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		body = http.MaxBytesReader(w, r.Body, s.o.MaxBatchBytes)
 	} else {
-		line, b, ps, err := singleJobLine(http.MaxBytesReader(w, r.Body, s.o.MaxJobBytes), batch)
+		line, b, p, ps, err := singleJobLine(http.MaxBytesReader(w, r.Body, s.o.MaxJobBytes), batch, prio)
 		if s.bodyError(w, err) {
 			return
 		}
@@ -96,7 +96,12 @@ func (s *Server) postJobs(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusBadRequest, "bad job; nothing was enqueued", ps)
 			return
 		}
-		batch, body = b, bytes.NewReader(line)
+		batch, prio, body = b, p, bytes.NewReader(line)
+	}
+	pr, err := jobs.ParsePriority(prio, jobs.Normal)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad priority; nothing was enqueued", []problem{{Field: "priority", Message: err.Error()}})
+		return
 	}
 	if batch == "" {
 		where := "?batch=NAME"
@@ -140,7 +145,7 @@ func (s *Server) postJobs(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	res, err := s.enqueue(r.Context(), items)
+	res, err := s.enqueue(r.Context(), items, pr)
 	if err != nil {
 		s.log.Error("enqueuing API jobs", "batch", batch, "jobs", len(items), "err", err)
 		writeError(w, http.StatusServiceUnavailable, "enqueuing failed; posting the same body again is safe (nothing is enqueued twice): "+err.Error(), nil)
@@ -226,15 +231,15 @@ func checkBatch(b string) []problem {
 }
 
 // singleJobLine turns a single JSON object, which may span lines, into one JSONL line without
-// its "batch" field (a job line may not name its batch), and returns the batch it named or
-// query's.
-func singleJobLine(body io.Reader, query string) (line []byte, batch string, ps []problem, err error) {
+// its "batch" and "priority" fields (a job line may name neither), and returns the batch and
+// priority it named or the query's.
+func singleJobLine(body io.Reader, query, queryPrio string) (line []byte, batch, prio string, ps []problem, err error) {
 	raw, err := io.ReadAll(body)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", "", nil, err
 	}
-	invalid := func(err error) (line []byte, batch string, ps []problem, _ error) {
-		return nil, "", []problem{{Message: "invalid JSON: " + err.Error()}}, nil
+	invalid := func(err error) (line []byte, batch, prio string, ps []problem, _ error) {
+		return nil, "", "", []problem{{Message: "invalid JSON: " + err.Error()}}, nil
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	tok, err := dec.Token()
@@ -242,11 +247,11 @@ func singleJobLine(body io.Reader, query string) (line []byte, batch string, ps 
 		return invalid(err)
 	}
 	if d, ok := tok.(json.Delim); !ok || d != '{' {
-		return nil, "", []problem{{Message: `want one JSON object such as {"prompt": "...", "batch": "..."}`}}, nil
+		return nil, "", "", []problem{{Message: `want one JSON object such as {"prompt": "...", "batch": "..."}`}}, nil
 	}
 	var b bytes.Buffer
 	b.WriteByte('{')
-	batch = query
+	batch, prio = query, queryPrio
 	for dec.More() {
 		tok, err := dec.Token()
 		if err != nil {
@@ -269,6 +274,18 @@ func singleJobLine(body io.Reader, query string) (line []byte, batch string, ps 
 			batch = bb
 			continue
 		}
+		if key == "priority" {
+			var pp string
+			if err := json.Unmarshal(v, &pp); err != nil {
+				ps = append(ps, problem{Field: "priority", Message: "must be a string: interactive, normal or bulk"})
+				continue
+			}
+			if queryPrio != "" && pp != queryPrio {
+				ps = append(ps, problem{Field: "priority", Message: fmt.Sprintf("%q in the body disagrees with ?priority=%s", pp, queryPrio)})
+			}
+			prio = pp
+			continue
+		}
 		if b.Len() > 1 {
 			b.WriteByte(',')
 		}
@@ -283,10 +300,10 @@ func singleJobLine(body io.Reader, query string) (line []byte, batch string, ps 
 		return invalid(err)
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		return nil, "", []problem{{Message: "invalid JSON: unexpected text after the object (several jobs go as application/x-ndjson)"}}, nil
+		return nil, "", "", []problem{{Message: "invalid JSON: unexpected text after the object (several jobs go as application/x-ndjson)"}}, nil
 	}
 	b.WriteByte('}')
-	return b.Bytes(), batch, ps, nil
+	return b.Bytes(), batch, prio, ps, nil
 }
 
 // readJobs reads and validates every job line of body. Problems are sorted by line; a read
@@ -342,7 +359,7 @@ func readJobs(body io.Reader, batch string) ([]jobs.Item, []problem, error) {
 }
 
 // enqueue enqueues valid items with a few concurrent Redis round trips, as the loader does.
-func (s *Server) enqueue(ctx context.Context, items []jobs.Item) ([]jobResult, error) {
+func (s *Server) enqueue(ctx context.Context, items []jobs.Item, pr jobs.Priority) ([]jobResult, error) {
 	res := make([]jobResult, len(items))
 	indexes := func(yield func(int) bool) {
 		for i := range items {
@@ -352,7 +369,7 @@ func (s *Server) enqueue(ctx context.Context, items []jobs.Item) ([]jobResult, e
 		}
 	}
 	err := pool.Each(ctx, 16, indexes, func(ctx context.Context, i int) error {
-		out, err := s.o.Enqueuer.EnqueueValid(ctx, &items[i].Spec)
+		out, err := s.o.Enqueuer.EnqueueValid(ctx, &items[i].Spec, jobs.WithPriority(pr))
 		if err != nil {
 			return err
 		}

@@ -47,7 +47,7 @@ func BenchmarkGalleryPage(b *testing.B) {
 				ss = append(ss, &jobs.Spec{Batch: batch, ID: fmt.Sprintf("j%06d", i), OutputFormat: "png",
 					Prompt: fmt.Sprintf("a lighthouse number %d on a cliff at dusk, oil painting", i)})
 			}
-			if _, err := l.CreateMany(ctx, ss); err != nil {
+			if _, err := l.CreateMany(ctx, ss, jobs.Bulk); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -80,7 +80,7 @@ func gallerySetup(t testing.TB, n int, opts ...func(*server.Options)) *galleryFi
 		}
 		specs[i] = &jobs.Spec{Batch: "cats", ID: fmt.Sprintf("cat-%04d", i), Prompt: p, OutputFormat: "png"}
 	}
-	if _, err := f.ledger.CreateMany(ctx, specs); err != nil {
+	if _, err := f.ledger.CreateMany(ctx, specs, jobs.Bulk); err != nil {
 		t.Fatal(err)
 	}
 	for i, s := range specs {
@@ -329,7 +329,7 @@ func TestGalleryAddressesCannotLeaveTheArchive(t *testing.T) {
 	// Ledger records that point elsewhere: a file beside the archive, another batch's image.
 	for id, loc := range map[string]string{"evil-1": f.secret, "evil-2": f.store.Location("dogs/cat-0002.png")} {
 		r := jobs.Ref{Batch: "cats", ID: id}
-		if _, err := f.ledger.CreateMany(ctx, []*jobs.Spec{{Batch: "cats", ID: id, Prompt: "x"}}); err != nil {
+		if _, err := f.ledger.CreateMany(ctx, []*jobs.Spec{{Batch: "cats", ID: id, Prompt: "x"}}, jobs.Bulk); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := f.ledger.RecordSubmitted(ctx, r, "t-"+id); err != nil || !ok {

@@ -48,10 +48,11 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	case jobs.Generated:
 		return w.queueArchive(ctx, j)
 	case jobs.Queued:
-		// A poll that sent the job back for a resubmission may have failed to queue the submit
-		// task (recordFailure) and is now retried: queue it, or nothing will. A no-op when the
-		// task is there.
-		return w.tasks.Submit(ctx, j.Ref, j.Submissions)
+		// A poll that sent the job back for a resubmission may have failed to put it in line
+		// (recordFailure) and is now retried: put it there, or nothing will. A no-op when it
+		// is waiting.
+		_, err := w.ledger.PutInLine(ctx, true, j.Ref)
+		return err
 	case jobs.Submitted:
 	default:
 		return nil
@@ -166,5 +167,7 @@ func (w *Worker) recordFailure(ctx context.Context, j *jobs.Job, rec *kie.Record
 		return err
 	}
 	w.log.Info("generation failed; submitting again", "job", j.Ref.String(), "submissions", j.Submissions, "why", why)
-	return w.tasks.Submit(ctx, j.Ref, j.Submissions)
+	// At the front of its batch's line: it had its turn, and its class still decides.
+	_, err = w.ledger.PutInLine(ctx, true, j.Ref)
+	return err
 }

@@ -96,8 +96,8 @@ func (w *Worker) Restore(ctx context.Context, r jobs.Ref, p Paid) (jobs.State, e
 	return jobs.Submitted, nil
 }
 
-// Resume makes sure a job's next step is scheduled, whatever its state: a queued job's submit
-// task, a submitted job's poll chain (a new chain takes over from one that may have been lost),
+// Resume makes sure a job's next step is scheduled, whatever its state: a queued job's place in
+// line (at the front: it had its turn), a submitted job's poll chain (a new chain takes over from one that may have been lost),
 // a generated job's archive task. Finished jobs need nothing. Every step is idempotent, so
 // resuming a job whose work is already queued costs at most one redundant poll.
 func (w *Worker) Resume(ctx context.Context, r jobs.Ref) error {
@@ -107,7 +107,8 @@ func (w *Worker) Resume(ctx context.Context, r jobs.Ref) error {
 	}
 	switch j.State {
 	case jobs.Queued:
-		return w.tasks.Submit(ctx, r, j.Submissions)
+		_, err := w.ledger.PutInLine(ctx, true, r)
+		return err
 	case jobs.Submitted:
 		return w.startPolls(ctx, r, j.TaskID, j.PollToken, 0)
 	case jobs.Generated:

@@ -39,7 +39,15 @@ func (w *Worker) handleSubmit(ctx context.Context, t *asynq.Task) error {
 		return fmt.Errorf("%w: %v", asynq.SkipRetry, err)
 	}
 	err := w.submitJob(ctx, p.Ref)
-	if err == nil || !lastAttempt(ctx) {
+	defer w.wakeDispatch()
+	if err == nil {
+		// The task is done: the job has moved on (or was dropped), so its dispatch is over.
+		if uerr := w.ledger.Undispatch(context.WithoutCancel(ctx), p.Ref); uerr != nil {
+			w.log.Warn("forgetting a dispatch; the sweeper does", "job", p.Ref.String(), "err", uerr)
+		}
+		return nil
+	}
+	if !lastAttempt(ctx) {
 		return err
 	}
 	// asynq archives the task after this attempt whatever the error, even one that isFailure

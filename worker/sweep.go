@@ -91,6 +91,7 @@ func (w *Worker) handleSweep(ctx context.Context, _ *asynq.Task) error {
 type SweepReport struct {
 	Archives      int       // archive tasks (re)queued for generated jobs
 	Checks        int       // silent submitted jobs checked
+	Dispatches    int       // submit tasks queued again for jobs dispatched long ago and still queued
 	SoonestExpiry time.Time // of any generated, unarchived result; zero when there is none
 	NearExpiry    int       // generated, unarchived results expiring within ExpiryMargin (or past it)
 }
@@ -101,7 +102,8 @@ const sweepBatch = 1000
 
 // Sweep leaves nothing to chance: it re-enqueues the archive of every generated but unarchived job,
 // soonest expiry first (a live task with the same id makes this a no-op), warns when results
-// are close to expiry, and checks every submitted job that has been silent past the poll limit.
+// are close to expiry, checks every submitted job that has been silent past the poll limit, and
+// queues the submit task of every job dispatched long ago that is still queued.
 func (w *Worker) Sweep(ctx context.Context) error {
 	rep, err := w.sweep(ctx)
 	if err != nil {
@@ -152,6 +154,9 @@ func (w *Worker) sweep(ctx context.Context) (SweepReport, error) {
 			return rep, fmt.Errorf("sweep: checking %s: %w", r, err)
 		}
 		rep.Checks++
+	}
+	if rep.Dispatches, err = w.sweepDispatches(ctx, now); err != nil {
+		return rep, fmt.Errorf("sweep: dispatched jobs: %w", err)
 	}
 	if pe, err := w.pause.get(ctx); err == nil && pe != nil && pe.Cause == CauseOutOfCredits {
 		if c, err := w.o.Kie.Credits(ctx); err == nil && c > 0 {

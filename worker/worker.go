@@ -55,6 +55,7 @@ type Options struct {
 	FirstPoll         time.Duration // 8 s; the prior median generation time (see pollplan.go)
 	PollInterval      time.Duration // 3 s; the longest wait between two polls of a task
 	PollRate          float64       // record-info calls per second the poll limiter grants; 0: unknown
+	SubmitRate        float64       // generate calls per second the submit limiter grants; 0: unknown
 	PollTimeout       time.Duration // 15 min; after it, only the sweeper checks the task
 	ResultTTL         time.Duration // how long a result URL is assumed to live (24 h)
 	Retention         time.Duration // ledger retention of finished jobs (7 days)
@@ -175,6 +176,9 @@ type Worker struct {
 	plan    pollPlan
 	prices  map[string]jobs.Credits // configured
 	submits sync.WaitGroup          // generate calls in flight; they outlive a shutdown so their task id is recorded
+
+	id           string        // this process, as the owner of the dispatch lock
+	dispatchWake chan struct{} // a submit slot freed: top the backlog up (see dispatch.go)
 }
 
 // New builds a Worker.
@@ -193,6 +197,9 @@ func New(o Options) (*Worker, error) {
 		redis:  &redisProbe{rdb: o.Redis, log: o.Logger},
 		plan:   pollPlan{prior: o.FirstPoll, maxInterval: o.PollInterval, rate: o.PollRate},
 		prices: budgetPrices(o.Prices),
+
+		id:           newToken(),
+		dispatchWake: make(chan struct{}, 1),
 	}
 	w.stats = &genStats{rdb: o.Redis, key: w.ledger.Key, ttl: o.Retention}
 	return w, nil
@@ -270,9 +277,10 @@ func (w *Worker) Run(ctx context.Context) error {
 		stop()
 		return err
 	}
+	var wg sync.WaitGroup
+	wg.Go(func() { w.runDispatch(ctx) })
 
 	<-ctx.Done()
-	var wg sync.WaitGroup
 	wg.Go(sched.Shutdown)
 	wg.Go(stop)
 	wg.Wait()

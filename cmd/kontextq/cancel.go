@@ -18,9 +18,8 @@ func newCancelCmd() *cobra.Command {
 		Use:   "cancel BATCH",
 		Short: "Cancel a batch's queued jobs (jobs already at Kie finish and are archived)",
 		Long: `cancel fails every queued job of BATCH with the reason "cancelled", so nothing more of the batch
-is submitted or paid for. It removes the jobs' waiting submit tasks from the queue too when there
-are at most 1000; a larger batch's tasks stay queued, and workers drop each one without calling
-Kie when they reach it.
+is submitted or paid for. It takes the jobs out of line and removes the few already handed to the
+submit queue, so nothing of the batch is left waiting anywhere.
 
 Jobs already submitted cannot be cancelled: Kie has no call for it, and they are billed already.
 They finish and are archived as usual. A job whose generate call is under way at this moment counts
@@ -37,23 +36,28 @@ jobs again.`,
 	}
 }
 
-// maxTaskRemovals bounds how many waiting submit tasks cancel removes. asynq keeps a queue's
-// pending tasks in a Redis list, so each removal scans the queue: removing every task of a large
-// batch takes time proportional to the batch times the queue (docs/benchmarks.md, Cancelling,
-// has the figure). Past the bound the tasks stay, and workers drop each one, without
-// calling Kie, when they find its job cancelled.
-const maxTaskRemovals = 1000
-
-// cancelBatch cancels the queued jobs in the ledger, then removes their waiting submit tasks when
-// there are few enough (see maxTaskRemovals).
+// cancelBatch takes the batch's waiting jobs out of line, cancels its queued jobs in the ledger,
+// and removes the submit tasks of those already dispatched to asynq, so nothing of the batch
+// stays waiting anywhere.
 func cancelBatch(ctx context.Context, l *jobs.Ledger, tasks *jobs.Tasks, batch string, out io.Writer) error {
+	if _, err := l.DropWaiting(ctx, batch); err != nil {
+		return fmt.Errorf("cancel %s: %w (running cancel again finishes it)", batch, err)
+	}
+	dispatched, err := l.DispatchedOf(ctx, batch)
+	if err != nil {
+		return fmt.Errorf("cancel %s: %w (running cancel again finishes it)", batch, err)
+	}
+	inAsynq := make(map[jobs.Ref]bool, len(dispatched))
+	for _, r := range dispatched {
+		inAsynq[r] = true
+	}
 	type cancelled struct {
 		r jobs.Ref
 		n int
 	}
 	var list []cancelled
 	rep, err := l.CancelQueued(ctx, batch, "the batch was cancelled", func(r jobs.Ref, n int) error {
-		if len(list) <= maxTaskRemovals {
+		if inAsynq[r] {
 			list = append(list, cancelled{r, n})
 		}
 		return nil
@@ -63,22 +67,16 @@ func cancelBatch(ctx context.Context, l *jobs.Ledger, tasks *jobs.Tasks, batch s
 		return fmt.Errorf("cancel %s: %w (running cancel again finishes it)", batch, err)
 	}
 	var removed atomic.Int64
-	var firstErr error
-	if len(list) <= maxTaskRemovals {
-		// A task that stays is harmless: the worker that runs it finds the job cancelled and
-		// drops it.
-		firstErr = pool.Each(ctx, 8, slices.Values(list), func(_ context.Context, c cancelled) error {
-			ok, err := tasks.RemoveSubmit(c.r, c.n)
-			if ok {
-				removed.Add(1)
-			}
-			return err
-		})
-		fmt.Fprintf(out, "batch %s: %d queued jobs cancelled (%d waiting submit tasks removed)\n", batch, rep.Cancelled, removed.Load())
-	} else {
-		fmt.Fprintf(out, "batch %s: %d queued jobs cancelled; their submit tasks stay queued, and workers drop each one "+
-			"without calling Kie when they reach it\n", batch, rep.Cancelled)
-	}
+	// A task that stays is harmless: the worker that runs it finds the job cancelled and drops it.
+	firstErr := pool.Each(ctx, 8, slices.Values(list), func(ctx context.Context, c cancelled) error {
+		ok, err := tasks.RemoveSubmit(c.r, c.n)
+		if ok {
+			removed.Add(1)
+			return l.Undispatch(ctx, c.r)
+		}
+		return err
+	})
+	fmt.Fprintf(out, "batch %s: %d queued jobs cancelled (%d submit tasks removed from the queue)\n", batch, rep.Cancelled, removed.Load())
 	if rep.InFlight > 0 {
 		fmt.Fprintf(out, "%d jobs already at Kie cannot be cancelled (Kie has no cancel call; they are billed): they finish and are archived\n", rep.InFlight)
 	}

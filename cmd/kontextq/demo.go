@@ -122,7 +122,7 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 		return err
 	}
 	defer w.Close()
-	enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
+	enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention, Priority: jobs.Bulk})
 	defer enq.Close()
 
 	batchFile, err := writeDemoFiles(cfg.Archive)

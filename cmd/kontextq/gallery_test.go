@@ -134,7 +134,7 @@ func galleryBatch(t *testing.T, env *redistest.Env, root, batch string, n int) m
 		specs[i] = &jobs.Spec{Batch: batch, ID: fmt.Sprintf("img-%04d", i), Prompt: p, OutputFormat: "png"}
 		prompts[specs[i].ID] = p
 	}
-	if _, err := l.CreateMany(ctx, specs); err != nil {
+	if _, err := l.CreateMany(ctx, specs, jobs.Bulk); err != nil {
 		t.Fatal(err)
 	}
 	for i, s := range specs {

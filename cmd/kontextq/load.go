@@ -21,7 +21,7 @@ import (
 // the file: the first pass validates every line (nothing is enqueued from a file with mistakes
 // unless the user asks for it), the second enqueues; --check-inputs adds a pass between them
 // (inputs.go), and --skip-invalid one that writes the rejects. Enqueuing goes in chunks: one pipelined
-// round trip records a chunk's jobs in the ledger, then each new job gets its asynq submit task.
+// round trip records a chunk's jobs in the ledger and puts them in line for submission.
 // Job ids are derived from the file's content, so loading the same file again adds nothing and a
 // file that grew adds only its new lines.
 
@@ -42,12 +42,23 @@ type loadOptions struct {
 	Name string
 	// Stdin says the jobs came on standard input (Path is then the spooled copy; see stdin.go).
 	Stdin bool
+	// PriorityName is the --priority class ("" bulk).
+	PriorityName string
 	// CheckInputs checks every inputImage URL before anything is enqueued (see inputs.go).
 	CheckInputs  bool
 	InputTimeout time.Duration // for one URL's check; default jobs.InputChecker's
 }
 
 // name is what messages call the input.
+// priority is the class the jobs wait in (--priority; bulk by default).
+func (o loadOptions) priority() (jobs.Priority, error) {
+	p, err := jobs.ParsePriority(o.PriorityName, jobs.Bulk)
+	if err != nil {
+		return "", fmt.Errorf("--%w", err)
+	}
+	return p, nil
+}
+
 func (o loadOptions) name() string {
 	if o.Name != "" {
 		return o.Name
@@ -314,25 +325,18 @@ func readChunks(r *jobs.Reader, skip map[int]bool, file string, name *jobs.NameT
 	}
 }
 
-// enqueueChunk records a chunk of jobs in the ledger in one round trip, then queues the submit
-// task of each job that is queued: the new ones, and known ones whose task a crash may have lost
-// (the task id makes that a no-op when the task exists).
+// enqueueChunk records a chunk of jobs in the ledger in one round trip. The ledger puts each new
+// job in line for submission, and each known queued job whose place in line a crash may have lost.
 func enqueueChunk(ctx context.Context, enq *jobs.Enqueuer, chunk []*jobs.Spec) (added, existing int, err error) {
-	res, err := enq.Ledger().CreateMany(ctx, chunk)
+	res, err := enq.Ledger().CreateMany(ctx, chunk, enq.Priority())
 	if err != nil {
 		return 0, 0, err
 	}
-	for i, cr := range res {
+	for _, cr := range res {
 		if cr.Existing == "" {
 			added++
 		} else {
 			existing++
-		}
-		if cr.Existing != "" && cr.Existing != jobs.Queued {
-			continue
-		}
-		if err := enq.QueueSubmit(ctx, jobs.Ref{Batch: chunk[i].Batch, ID: chunk[i].ID}, cr.Submissions); err != nil {
-			return added, existing, err
 		}
 	}
 	return added, existing, nil

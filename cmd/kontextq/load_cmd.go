@@ -24,6 +24,7 @@ import (
 // for the fields a line leaves out.
 type batchFlags struct {
 	batch, format, name     string
+	priority                string
 	skipInvalid             bool
 	checkInputs             bool
 	model, ratio, outFormat string
@@ -42,6 +43,8 @@ func (b *batchFlags) register(cmd *cobra.Command) {
 	f.StringVar(&b.format, "format", "", "file format: jsonl, csv or text (default: by extension; jsonl for - (stdin))")
 	f.StringVar(&b.name, "name", jobs.DefaultNameTemplate, "archived file names, e.g. '{line:06}-{slug}'; placeholders "+jobs.NamePlaceholders+
 		" (kept unique and file-name safe; fixed when a job is first loaded)")
+	f.StringVar(&b.priority, "priority", string(jobs.Bulk), "class the jobs wait in for submission: interactive, normal or bulk; "+
+		"a higher class always goes first, batches of one class share the rate in turn")
 	f.BoolVar(&b.skipInvalid, "skip-invalid", false, "enqueue the valid lines of a file with bad lines; the bad ones go to FILE.rejects.jsonl")
 	f.BoolVar(&b.checkInputs, "check-inputs", false, "before enqueuing, check that every inputImage URL serves an image (HEAD, else its first bytes); lines that would fail are bad lines")
 	f.StringVar(&b.model, "model", "", "model for lines that name none: flux-kontext-pro or flux-kontext-max")
@@ -79,7 +82,8 @@ func (b *batchFlags) options(path string) loadOptions {
 			d.UploadCn = &b.uploadCn
 		}
 	}
-	o := loadOptions{Path: path, Format: b.format, Batch: batch, NameTemplate: b.name, SkipInvalid: b.skipInvalid, CheckInputs: b.checkInputs, Concurrency: 16, Defaults: d}
+	o := loadOptions{Path: path, Format: b.format, Batch: batch, NameTemplate: b.name, SkipInvalid: b.skipInvalid, CheckInputs: b.checkInputs, Concurrency: 16, Defaults: d,
+		PriorityName: b.priority}
 	if path == stdinPath {
 		o.Name, o.Stdin = "stdin", true
 	}
@@ -114,6 +118,9 @@ func checkOptions(o loadOptions) error {
 	}
 	if _, err := jobs.ParseNameTemplate(o.NameTemplate); o.NameTemplate != "" && err != nil {
 		return usageErr(fmt.Errorf("--name %w", err))
+	}
+	if _, err := o.priority(); err != nil {
+		return usageErr(err)
 	}
 	s := o.Defaults
 	s.ID, s.Batch, s.Prompt = "", o.Batch, "x"
@@ -194,7 +201,8 @@ assumed), and how long they take at the configured --rate.`,
 				return err
 			}
 			defer rdb.Close()
-			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
+			pr, _ := o.priority() // checked by openInput
+			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention, Priority: pr})
 			defer enq.Close()
 			// The budget before the jobs: a worker may take the first job at once.
 			if err := applyBudget(ctx, enq, o.Batch, budget, cfg, cmd.OutOrStdout()); err != nil {

@@ -43,7 +43,11 @@ retry prints what it did and is idempotent: a second run finds nothing more to r
 
 func retryFailed(ctx context.Context, l *jobs.Ledger, tasks *jobs.Tasks, batch string, interrupted bool, out io.Writer) error {
 	include := func(r jobs.Reason) bool { return r != jobs.Interrupted || interrupted }
-	rep, err := l.RetryFailed(ctx, batch, include, func(r jobs.Ref, n int) error { return tasks.Submit(ctx, r, n) })
+	// Back in line in the class each job was enqueued with, behind the jobs waiting there.
+	rep, err := l.RetryFailed(ctx, batch, include, func(r jobs.Ref, _ int) error {
+		_, err := l.PutInLine(ctx, false, r)
+		return err
+	})
 	total := 0
 	for _, n := range rep.Requeued {
 		total += n

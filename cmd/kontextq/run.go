@@ -106,7 +106,8 @@ waits for its batch it also works jobs other loads queued there.`,
 					defer stopServe()
 				}
 			}
-			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention})
+			pr, _ := o.priority() // checked by openInput
+			enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: cfg.Namespace, Retention: cfg.Retention, Priority: pr})
 			defer enq.Close()
 
 			out := cmd.OutOrStdout()

@@ -32,7 +32,7 @@ func TestRedissSpeaksTLS(t *testing.T) {
 		t.Errorf("opened as %s", m)
 	}
 	l := jobs.NewLedger(rdb, jobs.LedgerOptions{Namespace: "kqtls"})
-	if _, _, err := l.Create(ctx, &jobs.Spec{Batch: "b", ID: "j", Prompt: "a lantern"}); err != nil {
+	if _, _, err := l.Create(ctx, &jobs.Spec{Batch: "b", ID: "j", Prompt: "a lantern"}, jobs.Bulk); err != nil {
 		t.Fatal(err)
 	}
 	if c, err := l.Counts(ctx, "b"); err != nil || c.Queued != 1 {

@@ -1,0 +1,130 @@
+package worker
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/kontextq/kontextq/jobs"
+)
+
+// The dispatcher feeds asynq's submit queue from the lines of waiting jobs (jobs/dispatch.go),
+// keeping only a short backlog there: enough that no submit slot of any process idles while a
+// token is free, few enough that a job of a higher class, or of a batch just loaded, is
+// submitted within a few tokens. Every worker process runs one; the namespace's dispatch lock lets
+// one at a time top the backlog up, so they need no leader and any of them may die.
+
+// dispatchBacklog is the submit backlog the dispatcher keeps for a process with n submit slots:
+// twice the local slots, and at least 8 so that the slots of a few other processes are fed
+// between two top-ups. A job put in line waits behind at most this many tasks and the slots
+// already holding a job.
+func dispatchBacklog(n int) int { return max(8, 2*n) }
+
+// dispatchEvery is how often a dispatcher tops the backlog up without being woken: the time the
+// account's rate takes to spend half the backlog, within [10 ms, 1 s]. Unknown rate: 250 ms.
+func dispatchEvery(backlog int, perSecond float64) time.Duration {
+	if perSecond <= 0 {
+		return 250 * time.Millisecond
+	}
+	d := time.Duration(float64(backlog) / 2 / perSecond * float64(time.Second))
+	return min(max(d, 10*time.Millisecond), time.Second)
+}
+
+// wakeDispatch asks this process's dispatcher to top up now (a submit slot just freed).
+func (w *Worker) wakeDispatch() {
+	select {
+	case w.dispatchWake <- struct{}{}:
+	default:
+	}
+}
+
+// runDispatch tops the submit backlog up until ctx ends.
+func (w *Worker) runDispatch(ctx context.Context) {
+	backlog := dispatchBacklog(w.o.SubmitWorkers)
+	every := dispatchEvery(backlog, w.o.SubmitRate)
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-w.dispatchWake:
+		case <-t.C:
+		}
+		if _, err := w.Dispatch(ctx, backlog); err != nil && ctx.Err() == nil {
+			w.log.Warn("dispatching waiting jobs", "err", err)
+		}
+		t.Reset(every)
+	}
+}
+
+// Dispatch tops asynq's submit backlog up to backlog tasks from the jobs waiting in line, unless
+// another process is doing so; it reports how many jobs it dispatched. A job whose task cannot be
+// queued goes back to the front of its line.
+func (w *Worker) Dispatch(ctx context.Context, backlog int) (int, error) {
+	release, ok, err := w.ledger.TryDispatchLock(ctx, w.id, 5*time.Second)
+	if err != nil || !ok {
+		return 0, err
+	}
+	defer release()
+	have, err := w.tasks.SubmitBacklog(ctx)
+	if err != nil {
+		return 0, err
+	}
+	want := int64(backlog) - have
+	if want <= 0 {
+		return 0, nil
+	}
+	ds, err := w.ledger.Dispatch(ctx, int(want))
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for i, d := range ds {
+		if err := w.tasks.Submit(ctx, d.Ref, d.Submissions); err != nil {
+			// Back in line, and the rest with it, for the next top-up.
+			back := make([]jobs.Ref, 0, len(ds)-i)
+			for _, d := range ds[i:] {
+				back = append(back, d.Ref)
+				_ = w.ledger.Undispatch(context.WithoutCancel(ctx), d.Ref)
+			}
+			if _, lerr := w.ledger.PutInLine(context.WithoutCancel(ctx), true, back...); lerr != nil {
+				w.log.Warn("jobs dispatched but not queued; the sweeper queues them", "err", lerr)
+			}
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// sweepDispatches queues again the submit task of every job dispatched more than a sweep interval
+// ago that is still queued (the process that dispatched it may have died before queuing it; a
+// live task makes this a no-op), and forgets the dispatches of jobs that have moved on.
+func (w *Worker) sweepDispatches(ctx context.Context, now time.Time) (int, error) {
+	refs, err := w.ledger.StaleDispatches(ctx, now.Add(-w.o.SweepInterval), sweepBatch)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range refs {
+		j, err := w.ledger.Get(ctx, r)
+		if err != nil && !errors.Is(err, jobs.ErrNotFound) {
+			return n, err
+		}
+		if j == nil || j.State != jobs.Queued {
+			if err := w.ledger.Undispatch(ctx, r); err != nil {
+				return n, err
+			}
+			continue
+		}
+		if err := w.tasks.Submit(ctx, r, j.Submissions); err != nil {
+			return n, err
+		}
+		if err := w.ledger.TouchDispatch(ctx, r); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
