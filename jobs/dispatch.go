@@ -82,7 +82,7 @@ return n
 //
 // KEYS: the ring of each class in ARGV's order, then the dispatched set.
 // ARGV: key prefix, want, now ms, then the classes highest first.
-// Returns batch, id and paid submissions of each job taken, flattened.
+// Returns batch, id, paid submissions and class of each job taken, flattened.
 var dispatchScript = redis.NewScript(`
 local kp = ARGV[1]
 local want = tonumber(ARGV[2])
@@ -107,6 +107,7 @@ for c = 4, #ARGV do
         out[#out + 1] = batch
         out[#out + 1] = id
         out[#out + 1] = f[3] or '0'
+        out[#out + 1] = cls
         redis.call('ZADD', KEYS[#KEYS], ARGV[3], batch .. '/' .. id)
         taken = taken + 1
       end
@@ -131,11 +132,12 @@ return n
 // Dispatched is a job handed to a worker to queue its submit task.
 type Dispatched struct {
 	Ref
-	Submissions int // paid submissions so far, which name its submit task
+	Submissions int      // paid submissions so far, which name its submit task
+	Priority    Priority // its class, which names its submit queue
 }
 
 // Dispatch takes up to n waiting jobs in the order they should be submitted (see above) and
-// notes them as dispatched. The caller queues their submit tasks (Tasks.Submit), then calls
+// notes them as dispatched. The caller queues their submit tasks (Tasks.SubmitAs), then calls
 // Undispatch when each has run.
 func (l *Ledger) Dispatch(ctx context.Context, n int) ([]Dispatched, error) {
 	if n <= 0 {
@@ -152,10 +154,10 @@ func (l *Ledger) Dispatch(ctx context.Context, n int) ([]Dispatched, error) {
 	if err != nil {
 		return nil, fmt.Errorf("dispatching jobs: %w", err)
 	}
-	out := make([]Dispatched, 0, len(res)/3)
-	for i := 0; i+2 < len(res); i += 3 {
+	out := make([]Dispatched, 0, len(res)/4)
+	for i := 0; i+3 < len(res); i += 4 {
 		subs, _ := strconv.Atoi(res[i+2])
-		out = append(out, Dispatched{Ref: Ref{Batch: res[i], ID: res[i+1]}, Submissions: subs})
+		out = append(out, Dispatched{Ref: Ref{Batch: res[i], ID: res[i+1]}, Submissions: subs, Priority: Priority(res[i+3])})
 	}
 	return out, nil
 }

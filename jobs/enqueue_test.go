@@ -17,7 +17,7 @@ func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
 	t.Parallel()
 	env := redistest.New(t)
 	ctx := context.Background()
-	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: env.Prefix + "ns"})
+	enq := jobs.NewEnqueuer(env.Client, jobs.EnqueuerOptions{Namespace: env.Prefix + "ns", Priority: jobs.Bulk})
 	defer enq.Close()
 	insp := asynq.NewInspectorFromRedisClient(env.Client)
 	defer insp.Close()
@@ -32,7 +32,7 @@ func TestEnqueueAgainRevivesArchivedSubmitTask(t *testing.T) {
 			t.Fatal(err)
 		}
 		for _, d := range ds {
-			if err := enq.Tasks().Submit(ctx, d.Ref, d.Submissions); err != nil {
+			if err := enq.Tasks().SubmitAs(ctx, d.Ref, d.Submissions, d.Priority); err != nil {
 				t.Fatal(err)
 			}
 		}

@@ -17,14 +17,34 @@ const (
 
 // Queues are the asynq queue names of one namespace. Archive work outranks polls, which outrank
 // submits; submits run on their own server so that submits waiting on the rate limiter never hold
-// a slot that polls and archives need.
+// a slot that polls and archives need. Submits have a queue per priority class, taken strictly in
+// order, so a job of a higher class dispatched behind others of a lower one still goes first.
 type Queues struct {
-	Submit, Poll, Archive, Sweep string
+	Submit                          string // bulk submits (and every submit of earlier versions)
+	SubmitNormal, SubmitInteractive string
+	Poll, Archive, Sweep            string
 }
 
 // QueuesFor returns the queue names of namespace ns.
 func QueuesFor(ns string) Queues {
-	return Queues{Submit: ns + ":submit", Poll: ns + ":poll", Archive: ns + ":archive", Sweep: ns + ":sweep"}
+	return Queues{Submit: ns + ":submit", SubmitNormal: ns + ":submit:normal", SubmitInteractive: ns + ":submit:interactive",
+		Poll: ns + ":poll", Archive: ns + ":archive", Sweep: ns + ":sweep"}
+}
+
+// SubmitFor is the submit queue of class p.
+func (q Queues) SubmitFor(p Priority) string {
+	switch p {
+	case Interactive:
+		return q.SubmitInteractive
+	case Normal:
+		return q.SubmitNormal
+	}
+	return q.Submit
+}
+
+// SubmitQueues are the submit queues, highest class first.
+func (q Queues) SubmitQueues() []string {
+	return []string{q.SubmitInteractive, q.SubmitNormal, q.Submit}
 }
 
 // Ref names one job: ids are unique within a batch.

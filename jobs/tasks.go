@@ -49,9 +49,14 @@ func (d taskDef) options() []asynq.Option {
 // resubmission after a failed generation gets a new id, while enqueuing a job whose submit task
 // is still pending or running is a no-op.
 func submitDef(q Queues, r Ref, submission int) taskDef {
+	return submitDefAs(q, r, submission, Bulk)
+}
+
+// submitDefAs is submitDef in the queue of class p.
+func submitDefAs(q Queues, r Ref, submission int, p Priority) taskDef {
 	return taskDef{
 		task:  asynq.NewTask(TypeSubmit, EncodePayload(Payload{Ref: r})),
-		queue: q.Submit,
+		queue: q.SubmitFor(p),
 		id:    fmt.Sprintf("submit:%s:%d", r, submission),
 		opts:  []asynq.Option{asynq.MaxRetry(SubmitMaxRetry), asynq.Timeout(submitTimeout)},
 	}
@@ -152,9 +157,15 @@ func closeShared(c interface{ Close() error }) error {
 	return nil
 }
 
-// Submit queues the submit task of a queued job that has had submissions paid submissions.
+// Submit queues the submit task of a queued job that has had submissions paid submissions, in the
+// bulk submit queue.
 func (t *Tasks) Submit(ctx context.Context, r Ref, submissions int) error {
-	if err := t.enqueue(ctx, submitDef(t.queues, r, submissions)); err != nil {
+	return t.SubmitAs(ctx, r, submissions, Bulk)
+}
+
+// SubmitAs is Submit in the submit queue of class p.
+func (t *Tasks) SubmitAs(ctx context.Context, r Ref, submissions int, p Priority) error {
+	if err := t.enqueue(ctx, submitDefAs(t.queues, r, submissions, p)); err != nil {
 		return fmt.Errorf("queuing the submit of %s: %w", r, err)
 	}
 	return nil
@@ -172,19 +183,31 @@ func (t *Tasks) SubmitSuccessor(ctx context.Context, r Ref, token string, delay 
 // RemoveSubmit deletes a job's submit task if it is waiting. It reports whether one was deleted;
 // a task already running is left to find its job changed.
 func (t *Tasks) RemoveSubmit(r Ref, submissions int) (bool, error) {
-	d := submitDef(t.queues, r, submissions)
+	removed := false
+	for _, p := range Priorities {
+		ok, err := t.removeSubmit(submitDefAs(t.queues, r, submissions, p))
+		if err != nil {
+			return removed, err
+		}
+		removed = removed || ok
+	}
+	return removed, nil
+}
+
+func (t *Tasks) removeSubmit(d taskDef) (bool, error) {
+	r := d.id
 	err := t.insp.DeleteTask(d.queue, d.id)
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, asynq.ErrTaskNotFound):
+	case errors.Is(err, asynq.ErrTaskNotFound), errors.Is(err, asynq.ErrQueueNotFound):
 		return false, nil
 	}
 	info, ierr := t.insp.GetTaskInfo(d.queue, d.id)
 	if ierr == nil && info.State == asynq.TaskStateActive {
 		return false, nil
 	}
-	return false, fmt.Errorf("removing the submit task of %s: %w", r, err)
+	return false, fmt.Errorf("removing submit task %s: %w", r, err)
 }
 
 // Poll schedules, after delay, the next poll of the job's poll chain owned by token.
@@ -254,20 +277,24 @@ func deadTask(info *asynq.TaskInfo, now time.Time) bool {
 	return false
 }
 
-// SubmitBacklog counts the submit tasks asynq holds that no handler is running: waiting, waiting
-// to retry, and scheduled. The dispatcher keeps it short (see Ledger.Dispatch). It reads asynq's
+// SubmitBacklog counts the submit tasks asynq holds, in every class's queue, that no handler is
+// running: waiting, waiting to retry, and scheduled. The dispatcher keeps it short (see Ledger.Dispatch). It reads asynq's
 // own keys ("asynq:{<queue>}:pending", ":retry", ":scheduled" in asynq v0.26), one round trip.
 func (t *Tasks) SubmitBacklog(ctx context.Context) (int64, error) {
-	p := "asynq:{" + t.queues.Submit + "}:"
-	var pending, retry, scheduled *redis.IntCmd
+	var cmds []*redis.IntCmd
 	_, err := t.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		pending = pl.LLen(ctx, p+"pending")
-		retry = pl.ZCard(ctx, p+"retry")
-		scheduled = pl.ZCard(ctx, p+"scheduled")
+		for _, q := range t.queues.SubmitQueues() {
+			p := "asynq:{" + q + "}:"
+			cmds = append(cmds, pl.LLen(ctx, p+"pending"), pl.ZCard(ctx, p+"retry"), pl.ZCard(ctx, p+"scheduled"))
+		}
 		return nil
 	})
 	if err != nil {
 		return 0, fmt.Errorf("reading the submit backlog: %w", err)
 	}
-	return pending.Val() + retry.Val() + scheduled.Val(), nil
+	n := int64(0)
+	for _, c := range cmds {
+		n += c.Val()
+	}
+	return n, nil
 }

@@ -15,10 +15,10 @@ import (
 // one at a time top the backlog up, so they need no leader and any of them may die.
 
 // dispatchBacklog is the submit backlog the dispatcher keeps for a process with n submit slots:
-// twice the local slots, and at least 8 so that the slots of a few other processes are fed
-// between two top-ups. A job put in line waits behind at most this many tasks and the slots
-// already holding a job.
-func dispatchBacklog(n int) int { return max(8, 2*n) }
+// twice the local slots, and at least 4 so that the slots of a few other processes are fed
+// between two top-ups. A job put in line waits behind at most this many tasks of its class and
+// the slots already holding a job; a job of a higher class goes to its own queue, ahead of them.
+func dispatchBacklog(n int) int { return max(4, 2*n) }
 
 // dispatchEvery is how often a dispatcher tops the backlog up without being woken: the time the
 // account's rate takes to spend half the backlog, within [10 ms, 1 s]. Unknown rate: 250 ms.
@@ -81,7 +81,7 @@ func (w *Worker) Dispatch(ctx context.Context, backlog int) (int, error) {
 	}
 	n := 0
 	for i, d := range ds {
-		if err := w.tasks.Submit(ctx, d.Ref, d.Submissions); err != nil {
+		if err := w.tasks.SubmitAs(ctx, d.Ref, d.Submissions, d.Priority); err != nil {
 			// Back in line, and the rest with it, for the next top-up.
 			back := make([]jobs.Ref, 0, len(ds)-i)
 			for _, d := range ds[i:] {
@@ -118,7 +118,7 @@ func (w *Worker) sweepDispatches(ctx context.Context, now time.Time) (int, error
 			}
 			continue
 		}
-		if err := w.tasks.Submit(ctx, r, j.Submissions); err != nil {
+		if err := w.tasks.SubmitAs(ctx, r, j.Submissions, j.Priority); err != nil {
 			return n, err
 		}
 		if err := w.ledger.TouchDispatch(ctx, r); err != nil {

@@ -128,15 +128,15 @@ func TestSubmitRateLimitedOnLastAttemptStillSubmits(t *testing.T) {
 		told: ratelimit.Rate{Events: 20, Per: time.Second},
 	})
 	ctx := context.Background()
-	insp := b.inspector(t)
 	specs := []jobs.Spec{
 		{Batch: "last", ID: "a", Prompt: "a lantern in fog"},
 		{Batch: "last", ID: "b", Prompt: "a lantern in rain"},
 	}
 	b.enqueue(t, specs...)
-	// Their submit tasks are on their last attempt (as after 50 counted failures).
-	if _, err := insp.DeleteAllPendingTasks(b.w.Queues().Submit); err != nil {
-		t.Fatal(err)
+	// They are dispatched, and their submit tasks are on their last attempt (as after 50 counted
+	// failures).
+	if ds, err := b.ledger.Dispatch(ctx, 2); err != nil || len(ds) != 2 {
+		t.Fatalf("dispatch: %v %v", ds, err)
 	}
 	client := asynq.NewClientFromRedisClient(b.env.Client)
 	defer client.Close()

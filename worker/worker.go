@@ -237,7 +237,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	submitCfg := base
 	submitCfg.Concurrency = w.o.SubmitWorkers
-	submitCfg.Queues = map[string]int{w.queues.Submit: 1}
+	submitCfg.Queues = map[string]int{w.queues.SubmitInteractive: 3, w.queues.SubmitNormal: 2, w.queues.Submit: 1}
+	submitCfg.StrictPriority = true
 	// Archives have slots of their own: a poll waiting on the poll budget holds its slot, so
 	// archives sharing slots with polls would wait behind them whatever their priority. The
 	// sweep runs there too, first: it is one short task per interval, and it is what warns when

@@ -1,0 +1,133 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/kontextq/kontextq/internal/eventually"
+	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/worker"
+)
+
+// With three worker processes busy on a large bulk batch, a job enqueued as interactive and a
+// small bulk batch loaded later are not stuck behind it: the interactive job takes one of the
+// next few tokens, and the small batch shares the rate with the large one turn by turn. Counted
+// in submissions (tokens), not seconds, so a slow machine does not change the verdict.
+func TestPriorityAndFairShareAcrossProcesses(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three workers on a few hundred jobs")
+	}
+	sim := calmSim()
+	sim.GenerateLimit, sim.GenerateWindow = 20, time.Second
+	b := setup(t, setupOpts{sim: sim})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	big := make([]jobs.Spec, 300)
+	for i := range big {
+		big[i] = jobs.Spec{Batch: "big", ID: fmt.Sprintf("j%03d", i), Prompt: fmt.Sprintf("a field of poppies, take %d", i)}
+	}
+	for _, s := range big {
+		if _, err := b.enq.Enqueue(ctx, s, jobs.WithPriority(jobs.Bulk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ws := []*worker.Worker{b.w, b.another(t, worker.Options{}), b.another(t, worker.Options{})}
+	var wg sync.WaitGroup
+	for _, w := range ws {
+		wg.Go(func() {
+			if err := w.Run(ctx); err != nil {
+				t.Errorf("worker: %v", err)
+			}
+		})
+	}
+	defer wg.Wait()
+	defer cancel()
+	eventually.True(t, time.Minute, "the big batch under way", func() bool { return b.sim.Stats().Accepted >= 40 })
+
+	if _, err := b.enq.Enqueue(ctx, jobs.Spec{Batch: "svc", ID: "now", Prompt: "a portrait someone waits for"},
+		jobs.WithPriority(jobs.Interactive)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if _, err := b.enq.Enqueue(ctx, jobs.Spec{Batch: "small", ID: fmt.Sprint("s", i), Prompt: fmt.Sprint("a teacup, take ", i)},
+			jobs.WithPriority(jobs.Bulk)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	loaded := b.sim.Stats().Accepted
+	b.finished(t, "svc", time.Minute)
+	b.finished(t, "small", time.Minute)
+
+	// Order every submission by when Kie accepted it.
+	type sub struct {
+		batch string
+		at    time.Time
+	}
+	var subs []sub
+	for _, batch := range []string{"big", "svc", "small"} {
+		if err := b.ledger.Each(ctx, batch, func(j *jobs.Job) error {
+			if !j.SubmittedAt.IsZero() {
+				subs = append(subs, sub{batch, j.SubmittedAt})
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sort.Slice(subs, func(i, j int) bool { return subs[i].at.Before(subs[j].at) })
+	pos := map[string]int{}
+	for i, s := range subs {
+		pos[s.batch] = i + 1 // the last submission of each batch
+	}
+	t.Logf("enqueued after submission %d; interactive job: submission %d; small batch done: submission %d",
+		loaded, pos["svc"], pos["small"])
+	// The interactive job goes to its own queue, ahead of the bulk backlog: only the slots
+	// already holding a job (3×4) go first.
+	const slots, backlog = 3 * 4, 8
+	if got := pos["svc"] - loaded; got > slots+2 {
+		t.Errorf("the interactive job was submission %d after it was enqueued; want at most %d", got, slots+2)
+	}
+	const ahead = slots + backlog
+	// Turn by turn with the big batch: 5 small jobs take about 10 submissions after the backlog
+	// and the slots (and the interactive job's one, and a few a slow top-up lets by).
+	if got := pos["small"] - loaded; got > ahead+2*5+5 {
+		t.Errorf("the small batch's last job was submission %d after it was loaded; want at most %d (the big batch had %d left)",
+			got, ahead+2*5+5, 300-loaded)
+	}
+	if st := b.sim.Stats(); st.Accepted > st.Requests["generate"] {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// A job dispatched by a process that died before queuing its submit task is found by the
+// sweeper once it is a sweep interval old, and finishes.
+func TestSweepQueuesALostDispatch(t *testing.T) {
+	b := setup(t, setupOpts{sim: calmSim()})
+	ctx := context.Background()
+	b.enqueue(t, jobs.Spec{Batch: "lost", ID: "one", Prompt: "a lamp in a window"})
+	if ds, err := b.ledger.Dispatch(ctx, 1); err != nil || len(ds) != 1 {
+		t.Fatalf("dispatch: %v %v", ds, err)
+	}
+	insp := b.inspector(t)
+	if _, err := insp.GetTaskInfo(b.w.Queues().Submit, "submit:lost/one:0"); err == nil {
+		t.Fatal("the submit task exists before the sweep")
+	}
+	// Two minutes on, the dispatch is stale.
+	later := b.another(t, worker.Options{Now: func() time.Time { return time.Now().Add(2 * time.Minute) }})
+	if err := later.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := insp.GetTaskInfo(b.w.Queues().Submit, "submit:lost/one:0"); err != nil {
+		t.Fatalf("after the sweep, the submit task: %v", err)
+	}
+	if c := b.run(t, "lost", 30*time.Second); c.Archived != 1 {
+		t.Errorf("counts %+v", c)
+	}
+	if st := b.sim.Stats(); st.Accepted != 1 {
+		t.Errorf("%d paid submissions, want 1", st.Accepted)
+	}
+}
