@@ -75,24 +75,27 @@ end
 return n
 `)
 
-// dispatchScript takes up to ARGV want queued jobs, from the highest class with jobs waiting,
-// one per batch in turn, and notes them as dispatched. Entries whose job is no longer queued
+// dispatchScript takes queued jobs from the highest class with jobs waiting, one per batch in
+// turn, and notes them as dispatched. Each class has a cap: the jobs taken from it and the
+// classes above it stay within it, so a full backlog of a lower class never holds a higher one
+// back. Entries whose job is no longer queued
 // (cancelled, failed, already submitted) are dropped on the way; the number of entries looked at
 // is bounded so one call never holds Redis for long.
 //
 // KEYS: the ring of each class in ARGV's order, then the dispatched set.
-// ARGV: key prefix, want, now ms, then the classes highest first.
+// ARGV: key prefix, the most taken in all (bounds the work), now ms, then class and cap of each
+// class, highest first.
 // Returns batch, id, paid submissions and class of each job taken, flattened.
 var dispatchScript = redis.NewScript(`
 local kp = ARGV[1]
-local want = tonumber(ARGV[2])
-local looks = want * 4 + 64
+local looks = tonumber(ARGV[2]) * 4 + 64
 local out = {}
 local taken = 0
-for c = 4, #ARGV do
+for c = 4, #ARGV, 2 do
   local cls = ARGV[c]
-  local ring = KEYS[c - 3]
-  while taken < want and looks > 0 do
+  local cap = tonumber(ARGV[c + 1])
+  local ring = KEYS[(c - 2) / 2]
+  while taken < cap and looks > 0 do
     local batch = redis.call('LMOVE', ring, ring, 'LEFT', 'RIGHT')
     if not batch then break end
     looks = looks - 1
@@ -140,14 +143,20 @@ type Dispatched struct {
 // notes them as dispatched. The caller queues their submit tasks (Tasks.SubmitAs), then calls
 // Undispatch when each has run.
 func (l *Ledger) Dispatch(ctx context.Context, n int) ([]Dispatched, error) {
-	if n <= 0 {
-		return nil, nil
-	}
+	return l.DispatchUpTo(ctx, n, nil)
+}
+
+// DispatchUpTo is Dispatch for a backlog of backlog tasks per class, of which have already
+// holds have[p] in class p's queue: it takes jobs of class p while the jobs of p and the classes
+// above it, queued and taken, are fewer than backlog.
+func (l *Ledger) DispatchUpTo(ctx context.Context, backlog int, have map[Priority]int64) ([]Dispatched, error) {
 	keys := make([]string, 0, len(Priorities)+1)
-	args := []any{l.kp, n, ms(l.now())}
+	args := []any{l.kp, backlog, ms(l.now())}
+	above := int64(0)
 	for _, p := range Priorities {
+		above += have[p]
 		keys = append(keys, l.ringKey(p))
-		args = append(args, string(p))
+		args = append(args, string(p), max(int64(backlog)-above, 0))
 	}
 	keys = append(keys, l.dispatchedKey())
 	res, err := dispatchScript.Run(ctx, l.rdb, keys, args...).StringSlice()

@@ -277,24 +277,26 @@ func deadTask(info *asynq.TaskInfo, now time.Time) bool {
 	return false
 }
 
-// SubmitBacklog counts the submit tasks asynq holds, in every class's queue, that no handler is
-// running: waiting, waiting to retry, and scheduled. The dispatcher keeps it short (see Ledger.Dispatch). It reads asynq's
+// SubmitBacklog counts, class by class, the submit tasks asynq holds that no handler is running:
+// waiting, waiting to retry, and scheduled. The dispatcher keeps it short (see Ledger.Dispatch). It reads asynq's
 // own keys ("asynq:{<queue>}:pending", ":retry", ":scheduled" in asynq v0.26), one round trip.
-func (t *Tasks) SubmitBacklog(ctx context.Context) (int64, error) {
-	var cmds []*redis.IntCmd
+func (t *Tasks) SubmitBacklog(ctx context.Context) (map[Priority]int64, error) {
+	cmds := map[Priority][]*redis.IntCmd{}
 	_, err := t.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
-		for _, q := range t.queues.SubmitQueues() {
-			p := "asynq:{" + q + "}:"
-			cmds = append(cmds, pl.LLen(ctx, p+"pending"), pl.ZCard(ctx, p+"retry"), pl.ZCard(ctx, p+"scheduled"))
+		for _, pr := range Priorities {
+			p := "asynq:{" + t.queues.SubmitFor(pr) + "}:"
+			cmds[pr] = []*redis.IntCmd{pl.LLen(ctx, p+"pending"), pl.ZCard(ctx, p+"retry"), pl.ZCard(ctx, p+"scheduled")}
 		}
 		return nil
 	})
 	if err != nil {
-		return 0, fmt.Errorf("reading the submit backlog: %w", err)
+		return nil, fmt.Errorf("reading the submit backlog: %w", err)
 	}
-	n := int64(0)
-	for _, c := range cmds {
-		n += c.Val()
+	out := make(map[Priority]int64, len(cmds))
+	for pr, cs := range cmds {
+		for _, c := range cs {
+			out[pr] += c.Val()
+		}
 	}
-	return n, nil
+	return out, nil
 }

@@ -58,8 +58,9 @@ func (w *Worker) runDispatch(ctx context.Context) {
 	}
 }
 
-// Dispatch tops asynq's submit backlog up to backlog tasks from the jobs waiting in line, unless
-// another process is doing so; it reports how many jobs it dispatched. A job whose task cannot be
+// Dispatch tops asynq's submit backlog up to backlog tasks from the jobs waiting in line (per
+// class: a full backlog of bulk jobs never holds an interactive one back), unless another
+// process is doing so; it reports how many jobs it dispatched. A job whose task cannot be
 // queued goes back to the front of its line.
 func (w *Worker) Dispatch(ctx context.Context, backlog int) (int, error) {
 	release, ok, err := w.ledger.TryDispatchLock(ctx, w.id, 5*time.Second)
@@ -71,11 +72,7 @@ func (w *Worker) Dispatch(ctx context.Context, backlog int) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	want := int64(backlog) - have
-	if want <= 0 {
-		return 0, nil
-	}
-	ds, err := w.ledger.Dispatch(ctx, int(want))
+	ds, err := w.ledger.DispatchUpTo(ctx, backlog, have)
 	if err != nil {
 		return 0, err
 	}
