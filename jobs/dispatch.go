@@ -318,8 +318,10 @@ type Share struct {
 	// every job waiting in a higher class, and, from each batch of its own class (itself
 	// included), as many as it has itself, the turns round-robin takes until its last.
 	Turns int64
-	// Batches is the number of batches waiting in its class.
+	// Batches is the number of batches waiting in its class; Higher, the jobs waiting in higher
+	// classes.
 	Batches int
+	Higher  int64
 }
 
 // ShareOf works out batch's share from a Waiting list; ok is false when it has nothing waiting.
@@ -349,6 +351,7 @@ func ShareOf(waiting []WaitingBatch, batch string) (s Share, ok bool) {
 		case w.Jobs <= 0:
 		case rank(w.Priority) < rank(mine.Priority):
 			s.Turns += w.Jobs
+			s.Higher += w.Jobs
 			higher = true
 		case w.Priority == mine.Priority:
 			s.Batches++

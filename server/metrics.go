@@ -198,6 +198,8 @@ var (
 		"Kie credits left, refreshed at most once a minute (absent until first read).", nil, nil)
 	pausedDesc = prometheus.NewDesc("kontextq_account_paused",
 		"1 while Kie refuses the account (bad key, out of credits, maintenance, feature disabled) and no worker submits, with the reason; 0 otherwise.", []string{"reason"}, nil)
+	waitingDesc = prometheus.NewDesc("kontextq_waiting_jobs",
+		"Jobs waiting in line for submission, outside asynq's submit queues, by priority class.", []string{"priority"}, nil)
 	scrapeErrDesc = prometheus.NewDesc("kontextq_scrape_errors",
 		"1 when part of the ledger could not be read for this scrape.", nil, nil)
 )
@@ -206,7 +208,7 @@ var (
 type ledgerCollector struct{ s *Server }
 
 func (c ledgerCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{jobsDesc, batchJobsDesc, batchesDesc, expiryDesc, rateDesc, rateCeilingDesc, tokensDesc, creditsDesc, pausedDesc, scrapeErrDesc} {
+	for _, d := range []*prometheus.Desc{jobsDesc, batchJobsDesc, batchesDesc, expiryDesc, rateDesc, rateCeilingDesc, tokensDesc, creditsDesc, pausedDesc, waitingDesc, scrapeErrDesc} {
 		ch <- d
 	}
 }
@@ -221,6 +223,17 @@ func (c ledgerCollector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 
+	if waiting, err := s.ledger.Waiting(ctx); err != nil {
+		fail("jobs in line", err)
+	} else {
+		by := map[jobs.Priority]int64{}
+		for _, w := range waiting {
+			by[w.Priority] += w.Jobs
+		}
+		for _, p := range jobs.Priorities {
+			ch <- prometheus.MustNewConstMetric(waitingDesc, prometheus.GaugeValue, float64(by[p]), string(p))
+		}
+	}
 	if batches, err := s.ledger.Batches(ctx); err != nil {
 		fail("batches", err)
 	} else {

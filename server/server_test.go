@@ -193,20 +193,22 @@ type errorAnswer struct {
 }
 
 // queued reports how many jobs a batch holds and how many submit tasks wait in the queue.
-func (f *fixture) queued(t *testing.T, batch string) (jobsInLedger int64, submitTasks int) {
+func (f *fixture) queued(t *testing.T, batch string) (jobsInLedger int64, inLine int64) {
 	t.Helper()
 	c, err := f.ledger.Counts(context.Background(), batch)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !f.queueExists(t, f.queues.Submit) {
-		return c.Total, 0
-	}
-	info, err := f.insp.GetQueueInfo(f.queues.Submit)
+	waiting, err := f.ledger.Waiting(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c.Total, info.Pending
+	for _, w := range waiting {
+		if w.Batch == batch {
+			inLine += w.Jobs
+		}
+	}
+	return c.Total, inLine
 }
 
 func (f *fixture) queueExists(t *testing.T, q string) bool {

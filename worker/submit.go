@@ -170,6 +170,9 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 		return err
 	}
 	if !ok {
+		if cur, err := w.ledger.Get(ctx, j.Ref); err == nil && cur.State != jobs.Queued {
+			return nil // cancelled, or submitted by another attempt, while this one waited for its token
+		}
 		return &RateLimitedError{RetryAfter: submitLease, Why: "another submission of this job is in flight"}
 	}
 	called = true

@@ -181,5 +181,5 @@ func openArchiveToRead(ctx context.Context, cfg config.Config, log *slog.Logger)
 
 // etaFor is the ETA the gallery shows for an unfinished batch.
 func etaFor(cfg config.Config) func(jobs.Counts) string {
-	return func(c jobs.Counts) string { return eta(c, cfg.Rate) }
+	return func(c jobs.Counts) string { return eta(c, jobs.Share{}, cfg.Rate) }
 }

@@ -159,10 +159,31 @@ func printStatus(ctx context.Context, l *jobs.Ledger, batch string, info jobs.Ba
 		fmt.Fprintln(out, line)
 	}
 	fmt.Fprintf(out, "pace: %s\n", averagePace(info, now))
-	if !c.Done() {
-		fmt.Fprintf(out, "eta: %s\n", eta(c, rate))
+	if c.Done() {
+		return nil
 	}
+	waiting, err := l.Waiting(ctx)
+	if err != nil {
+		return err
+	}
+	sh, inLine := jobs.ShareOf(waiting, batch)
+	if inLine {
+		fmt.Fprintf(out, "share: %s\n", describeShare(sh))
+	}
+	fmt.Fprintf(out, "eta: %s\n", eta(c, sh, rate))
 	return nil
+}
+
+// describeShare says what part of the account's submissions a batch gets now, and why.
+func describeShare(s jobs.Share) string {
+	others := ""
+	if s.Batches > 1 {
+		others = fmt.Sprintf(", in turn with %d other batches", s.Batches-1)
+	}
+	if s.Fraction == 0 {
+		return fmt.Sprintf("none for now: %d in line (%s%s) after %d jobs of higher priority", s.Waiting, s.Priority, others, s.Higher)
+	}
+	return fmt.Sprintf("%.0f%% of the submissions: %d in line (%s%s)", 100*s.Fraction, s.Waiting, s.Priority, others)
 }
 
 // formatReasons lists counts by reason, largest first.
@@ -213,9 +234,11 @@ func perMinute(n int64, d time.Duration) string {
 	return fmt.Sprintf("%.1f", float64(n)/d.Minutes())
 }
 
-// eta is how long the queued jobs take at the configured rate, the most the account allows:
-// a batch can go slower (failures, other batches sharing the account), never faster.
-func eta(c jobs.Counts, rate ratelimit.Rate) string {
+// eta is how long the queued jobs take at the configured rate, the most the account allows,
+// counting the submissions that go before the batch's last job (sh, when it has jobs in line:
+// higher classes first, other batches of its class in turn): a batch can go slower (failures,
+// batches loaded later), never faster.
+func eta(c jobs.Counts, sh jobs.Share, rate ratelimit.Rate) string {
 	inFlight := c.Submitted + c.Generated
 	queued := c.Queued - c.Held // held jobs wait for a raise of the budget, not for the rate
 	if queued <= 0 {
@@ -224,9 +247,14 @@ func eta(c jobs.Counts, rate ratelimit.Rate) string {
 		}
 		return fmt.Sprintf("%d jobs at Kie or being archived; no more to submit", inFlight)
 	}
-	d, ok := rate.Time(queued)
+	turns := max(sh.Turns, queued)
+	d, ok := rate.Time(turns)
 	if !ok {
 		return "unknown (no --rate)"
+	}
+	if turns > queued {
+		return fmt.Sprintf("at least %s: %d submissions at --rate %s (%d queued here, the rest other batches' turns), then their generation",
+			humanDuration(d), turns, rate, queued)
 	}
 	return fmt.Sprintf("at least %s: %d queued at --rate %s, then their generation", humanDuration(d), queued, rate)
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/csv"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -61,14 +62,14 @@ func TestBatchLifecycle(t *testing.T) {
 	}
 
 	code, out := kq(t, dir, envv, "cancel", "kites")
-	if code != 0 || !strings.Contains(out, "batch kites: 5 queued jobs cancelled (5 waiting submit tasks removed)") {
+	if code != 0 || !strings.Contains(out, "batch kites: 5 queued jobs cancelled (0 submit tasks removed from the queue)") {
 		t.Fatalf("cancel: exit %d\n%s", code, out)
 	}
 	if code, out := kq(t, dir, envv, "cancel", "kites"); code != 0 || !strings.Contains(out, "0 queued jobs cancelled") {
 		t.Errorf("second cancel: exit %d\n%s", code, out)
 	}
-	if qi := submitQueue(t, env); qi.Size != 2 {
-		t.Errorf("%d submit tasks left after the cancel, want the 2 of the other batch", qi.Size)
+	if n, m := inLine(t, env, "kites"), inLine(t, env, "boats"); n != 0 || m != 2 {
+		t.Errorf("%d jobs of kites and %d of boats in line after the cancel, want 0 and 2", n, m)
 	}
 	code, out = kq(t, dir, envv, "status", "kites")
 	if code != 0 || !strings.Contains(squeeze(out), "failed  5 5 cancelled") {
@@ -216,7 +217,7 @@ func TestPaceAndETA(t *testing.T) {
 			if tc.eta == "" {
 				return
 			}
-			if got := eta(tc.info.Counts, rate); got != tc.eta {
+			if got := eta(tc.info.Counts, jobs.Share{}, rate); got != tc.eta {
 				t.Errorf("eta %q, want %q", got, tc.eta)
 			}
 		})
@@ -266,5 +267,47 @@ func TestStatusWatch(t *testing.T) {
 	}
 	if code, out := kq(t, dir, cliEnv(env), "status", "nope"); code != exitUsage || !strings.Contains(out, `batch "nope": not in the ledger`) {
 		t.Errorf("status of a missing batch: exit %d\n%s", code, out)
+	}
+}
+
+// status shows a waiting batch's share of the submissions and an ETA that counts the other
+// batches' turns; --priority puts a file's jobs ahead of every bulk batch.
+func TestStatusShowsShareAndPriority(t *testing.T) {
+	t.Parallel()
+	env := redistest.New(t)
+	sim := fastSim(t, kiesim.Options{})
+	dir := t.TempDir()
+	envv := append(workerEnv(env, sim, dir), "KONTEXTQ_RATE=10/1s")
+	lines := func(name string, n int) string {
+		var b strings.Builder
+		for i := range n {
+			fmt.Fprintf(&b, "%s number %d\n", name, i)
+		}
+		return writeFile(t, filepath.Join(dir, name+".txt"), []byte(b.String()))
+	}
+	for _, f := range []string{lines("big", 50), lines("small", 5)} {
+		if code, out := kq(t, dir, envv, "load", f); code != 0 {
+			t.Fatalf("load: exit %d\n%s", code, out)
+		}
+	}
+	code, out := kq(t, dir, envv, "status", "small")
+	for _, want := range []string{
+		"share: 50% of the submissions: 5 in line (bulk, in turn with 1 other batches)",
+		"eta: at least 1s: 10 submissions at --rate 10/1s (5 queued here, the rest other batches' turns)",
+	} {
+		if code != 0 || !strings.Contains(out, want) {
+			t.Errorf("status small: exit %d, want %q in\n%s", code, want, out)
+		}
+	}
+	if code, out := kq(t, dir, envv, "load", "--priority", "interactive", lines("urgent", 3)); code != 0 {
+		t.Fatalf("load --priority interactive: exit %d\n%s", code, out)
+	}
+	code, out = kq(t, dir, envv, "status", "small")
+	if want := "share: none for now: 5 in line (bulk, in turn with 1 other batches) after 3 jobs of higher priority"; code != 0 || !strings.Contains(out, want) {
+		t.Errorf("status small after an interactive load: exit %d, want %q in\n%s", code, want, out)
+	}
+	code, out = kq(t, dir, envv, "load", "--priority", "urgent", lines("bad", 1))
+	if code != exitUsage || !strings.Contains(out, `--priority "urgent": want one of interactive, normal, bulk`) {
+		t.Errorf("load --priority urgent: exit %d\n%s", code, out)
 	}
 }
