@@ -164,3 +164,29 @@ func TestShareOf(t *testing.T) {
 		t.Error("share of a batch with nothing waiting")
 	}
 }
+
+// A cancelled batch retried goes back in line in its class, and is dispatched.
+func TestCancelThenRetryPutsBackInLine(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	l, _, _ := opsSetup(t)
+	if _, err := l.CreateMany(ctx, specs("b", 3), Normal); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.DropWaiting(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.CancelQueued(ctx, "b", "cancelled", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.RetryFailed(ctx, "b", func(Reason) bool { return true }, func(r Ref, _ int) error {
+		_, err := l.PutInLine(ctx, false, r)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := l.Dispatch(ctx, 10)
+	if err != nil || len(ds) != 3 || ds[0].Priority != Normal {
+		t.Errorf("dispatched after retry: %+v %v, want the 3 jobs, normal", ds, err)
+	}
+}

@@ -143,7 +143,7 @@ func (l *Ledger) CancelQueued(ctx context.Context, batch, msg string, cancelled 
 		To:     Failed,
 		Expect: map[string]string{fSubmitting: ""},
 		Set:    map[string]string{fReason: string(Cancelled), fError: msg},
-		Del:    []string{fToken},
+		Del:    []string{fToken, fWaiting},
 	}
 	err := l.eachChunk(ctx, batch, func(refs []Ref) error {
 		subs := make([]*redis.StringCmd, len(refs))
@@ -246,8 +246,10 @@ func (l *Ledger) retryChunk(ctx context.Context, members []string, include func(
 			From:   []State{Failed},
 			To:     Queued,
 			Expect: map[string]string{fReason: string(reasons[i])},
+			// Not waiting: a failed job's place in line is gone (cancel drops it), and requeued
+			// puts it back.
 			Del: []string{fReason, fError, fSubmitting, fTask, fToken, fSubmittedAt, fUpload, fUploadedAt, fURL, fOrigin,
-				fCreateTime, fCompleteTime, fExpires, fLocation, fSHA, fBytes, fArchivedAt},
+				fCreateTime, fCompleteTime, fExpires, fLocation, fSHA, fBytes, fArchivedAt, fWaiting},
 		}
 	}, func(p redis.Pipeliner, i int) {
 		subs[i] = p.HGet(ctx, l.jobKey(pick[i]), fSubs)
