@@ -722,18 +722,6 @@ func SmallestPrice(configured, learned map[string]Credits) Credits {
 	return p
 }
 
-// Requeue queues again the submit tasks of released jobs. Each gets a task with an id of its
-// own: the task that held the job may still be finishing, and a second live submit task of a
-// job is harmless, as every submit reserves through the ledger first.
-func Requeue(ctx context.Context, t *Tasks, refs []Ref) error {
-	for _, r := range refs {
-		if err := t.SubmitSuccessor(ctx, r, "released-"+newCallToken(), 0); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
 // forgetScript drops a batch from the batches with held jobs once it holds none (a cancel, or
 // jobs that ended otherwise). KEYS: held by cap, held by floor, batches with held jobs. ARGV: batch.
 var forgetScript = redis.NewScript(`
@@ -742,7 +730,7 @@ return 1
 `)
 
 // ReleaseHeld releases the held jobs of a batch that its budget can now cover, at the smallest
-// price known, and queues their submit tasks again. It reports how many it released.
+// price known, and puts them back in line. It reports how many it released.
 func ReleaseHeld(ctx context.Context, l *Ledger, t *Tasks, batch string, price Credits) (int, error) {
 	capN, floorN, err := l.Room(ctx, batch, price)
 	if err != nil {
@@ -759,7 +747,9 @@ func ReleaseHeld(ctx context.Context, l *Ledger, t *Tasks, batch string, price C
 	if err != nil {
 		return 0, err
 	}
-	return len(refs), Requeue(ctx, t, refs)
+	// Back at the front of their batch's line, in their class: they had their turn.
+	_, err = l.PutInLine(ctx, true, refs...)
+	return len(refs), err
 }
 
 // SetMaxCredits sets a batch's cap (nil removes it) and releases the held jobs it now covers,

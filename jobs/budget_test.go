@@ -29,7 +29,7 @@ func TestReservationsSettle(t *testing.T) {
 	t.Parallel()
 	l, _, _ := opsSetup(t)
 	ctx := context.Background()
-	if _, err := l.CreateMany(ctx, specs("b", 6)); err != nil {
+	if _, err := l.CreateMany(ctx, specs("b", 6), Bulk); err != nil {
 		t.Fatal(err)
 	}
 	limit := CreditsOf(12.5)
@@ -102,7 +102,7 @@ func TestFloorAsksForAFreshBalance(t *testing.T) {
 	t.Parallel()
 	l, _, _ := opsSetup(t)
 	ctx := context.Background()
-	if _, err := l.CreateMany(ctx, specs("f", 3)); err != nil {
+	if _, err := l.CreateMany(ctx, specs("f", 3), Bulk); err != nil {
 		t.Fatal(err)
 	}
 	floor := CreditsOf(10)
