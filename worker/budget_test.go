@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -101,11 +102,22 @@ func (b *bundle) heldReasons(t *testing.T, batch string) map[string]int {
 func (b *bundle) submitTasksLeft(t *testing.T) int {
 	t.Helper()
 	insp := asynq.NewInspectorFromRedisClient(b.env.Client)
-	q, err := insp.GetQueueInfo(b.w.Queues().Submit)
+	exist, err := insp.Queues()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return q.Pending + q.Active + q.Scheduled + q.Retry
+	n := 0
+	for _, name := range b.w.Queues().SubmitQueues() {
+		if !slices.Contains(exist, name) {
+			continue
+		}
+		q, err := insp.GetQueueInfo(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n += q.Pending + q.Active + q.Scheduled + q.Retry
+	}
+	return n
 }
 
 func credits(v float64) *jobs.Credits { c := jobs.CreditsOf(v); return &c }
