@@ -791,3 +791,27 @@ func (e *Enqueuer) releaseHeld(ctx context.Context, batches []string, configured
 	}
 	return total, nil
 }
+
+// chargeScript charges paid submissions the ledger did not see to a job and its batch.
+// KEYS: job, batch counters, budget. ARGV: credits, unpriced submissions.
+var chargeScript = redis.NewScript(`
+local c = tonumber(ARGV[1])
+if c > 0 then
+  redis.call('HINCRBY', KEYS[2], 'spent', c)
+  redis.call('HINCRBY', KEYS[3], 'tot', c)
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'cr', c) end
+end
+if tonumber(ARGV[2]) > 0 then redis.call('HINCRBY', KEYS[2], 'nu', ARGV[2]) end
+return 1
+`)
+
+// Charge records submissions paid outside this ledger's sight — an in-memory ledger restoring
+// a previous process's journal — against the job's batch: credits at a known price, or as
+// unpriced submissions, so that the batch's cap counts them.
+func (l *Ledger) Charge(ctx context.Context, r Ref, credits Credits, unpriced int) error {
+	err := chargeScript.Run(ctx, l.rdb, []string{l.jobKey(r), l.batchKey(r.Batch), l.budgetKey()}, int64(credits), unpriced).Err()
+	if err != nil {
+		return fmt.Errorf("ledger %s: charging earlier submissions: %w", r, err)
+	}
+	return nil
+}

@@ -219,3 +219,26 @@ func budgetPrices(p map[string]float64) map[string]jobs.Credits {
 	}
 	return out
 }
+
+// chargeRestored charges a job's batch with the submissions a previous process made, as its
+// journal tells them (paid ones, and one cut off that may have been billed): a batch run again
+// without REDIS_URL starts from an empty ledger, and its cap must still count them.
+func (w *Worker) chargeRestored(ctx context.Context, r jobs.Ref, paid int, inFlight bool) error {
+	if inFlight {
+		paid++
+	}
+	if paid == 0 {
+		return nil
+	}
+	j, err := w.ledger.Get(ctx, r)
+	if errors.Is(err, jobs.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if p, ok := w.prices[modelOf(j)]; ok {
+		return w.ledger.Charge(ctx, r, p*jobs.Credits(paid), 0)
+	}
+	return w.ledger.Charge(ctx, r, 0, paid)
+}

@@ -30,6 +30,9 @@ func (w *Worker) RestoreJournal(ctx context.Context, j *journal.Journal, batch s
 		if err != nil {
 			return n, fmt.Errorf("restoring %s from journal %s: %w", rec.Ref, j.Path(), err)
 		}
+		if err := w.chargeRestored(ctx, rec.Ref, rec.Submissions, rec.InFlight); err != nil {
+			return n, err
+		}
 		n[st]++
 	}
 	return n, nil
