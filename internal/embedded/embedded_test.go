@@ -153,6 +153,11 @@ func TestPipeline(t *testing.T) {
 		}
 	}
 
+	// The dispatcher's scripts run here too: it hands a few jobs to asynq.
+	const backlog = 8
+	if got, err := w.Dispatch(ctx, backlog); err != nil || got != backlog {
+		t.Fatalf("Dispatch: %d jobs, %v; want %d", got, err, backlog)
+	}
 	// The queries the dashboard makes, while the queue holds work.
 	insp := asynq.NewInspectorFromRedisClient(c)
 	defer insp.Close()
@@ -160,14 +165,15 @@ func TestPipeline(t *testing.T) {
 	if err != nil || len(qs) == 0 {
 		t.Fatalf("Inspector.Queues: %v, %v", qs, err)
 	}
-	qi, err := insp.GetQueueInfo(w.Queues().Submit)
+	submitQ := w.Queues().SubmitFor(enq.Priority())
+	qi, err := insp.GetQueueInfo(submitQ)
 	if err != nil {
 		t.Fatalf("Inspector.GetQueueInfo: %v", err)
 	}
-	if qi.Pending != n {
-		t.Errorf("queue info says %d pending, want %d", qi.Pending, n)
+	if qi.Pending != backlog {
+		t.Errorf("queue info says %d pending, want %d", qi.Pending, backlog)
 	}
-	if ts, err := insp.ListPendingTasks(w.Queues().Submit, asynq.PageSize(5)); err != nil || len(ts) != 5 {
+	if ts, err := insp.ListPendingTasks(submitQ, asynq.PageSize(5)); err != nil || len(ts) != 5 {
 		t.Errorf("Inspector.ListPendingTasks: %d tasks, %v", len(ts), err)
 	}
 
@@ -179,7 +185,7 @@ func TestPipeline(t *testing.T) {
 		counts, _ = w.Ledger().Counts(ctx, "b")
 		return counts.Done()
 	})
-	if _, err := insp.History(w.Queues().Submit, 1); err != nil {
+	if _, err := insp.History(submitQ, 1); err != nil {
 		t.Errorf("Inspector.History: %v", err)
 	}
 	if _, err := insp.Servers(); err != nil {
