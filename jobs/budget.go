@@ -105,8 +105,12 @@ end
 // the job. A job that already holds a reservation keeps it (a redelivered task, a retry after the
 // rate limit).
 //
+// A held job's dispatch ends with the hold (see dispatch.go): its submit task ends without
+// reporting back, so a release that dispatches the job again before that task is gone leaves a
+// dispatch the sweeper finds, instead of one the ending task would forget.
+//
 // KEYS: job, batch counters, batch held-by-cap set, batch held-by-floor set, budget, prices,
-// measure lock, batches with held jobs.
+// measure lock, batches with held jobs, dispatched jobs.
 // ARGV: ref, batch, model, configured price (-1 none), learned price lifetime ms (0 forever),
 // balance just read ("1"), lock owner.
 // Returns {outcome, price or reason, measuring}.
@@ -122,6 +126,7 @@ local function hold(set, other, field, ofield, msg)
   if redis.call('SADD', set, ref) == 1 then redis.call('HINCRBY', KEYS[2], field, 1) end
   redis.call('HSET', KEYS[1], 'hr', msg)
   redis.call('SADD', KEYS[8], ARGV[2])
+  redis.call('ZREM', KEYS[9], ref)
   return {'held', msg, '0'}
 end
 if redis.call('HGET', KEYS[1], 's') ~= 'queued' then return {'gone', '', '0'} end
@@ -238,7 +243,7 @@ func (l *Ledger) Reserve(ctx context.Context, r Ref, req ReserveRequest) (Reserv
 		fresh = "1"
 	}
 	keys := []string{l.jobKey(r), l.batchKey(r.Batch), l.heldKey(r.Batch, holdCap), l.heldKey(r.Batch, holdFloor),
-		l.budgetKey(), l.pricesKey(), l.measureKey(), l.heldBatchesKey()}
+		l.budgetKey(), l.pricesKey(), l.measureKey(), l.heldBatchesKey(), l.dispatchedKey()}
 	res, err := reserveScript.Run(ctx, l.rdb, keys, r.String(), r.Batch, req.Model, price, l.retention.Milliseconds(), fresh, r.String()).StringSlice()
 	if err != nil {
 		return Reservation{}, fmt.Errorf("ledger %s: reserving credits: %w", r, err)

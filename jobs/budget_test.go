@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"slices"
 	"testing"
 )
 
@@ -32,6 +33,9 @@ func TestReservationsSettle(t *testing.T) {
 	if _, err := l.CreateMany(ctx, specs("b", 6), Bulk); err != nil {
 		t.Fatal(err)
 	}
+	if d, err := l.Dispatch(ctx, 6); err != nil || len(d) != 6 {
+		t.Fatalf("dispatch: %v, %v", d, err)
+	}
 	limit := CreditsOf(12.5)
 	if err := l.SetMaxCredits(ctx, "b", &limit); err != nil {
 		t.Fatal(err)
@@ -52,6 +56,10 @@ func TestReservationsSettle(t *testing.T) {
 	res := mustReserve(t, l, ref(5), 2.5)
 	if res.Outcome != Held || res.Reason != "budget: batch cap 12.5 credits reached" {
 		t.Fatalf("the sixth job: %+v, want held by the cap", res)
+	}
+	// The hold ends its dispatch: the sweeper must not queue a held job's task again and again.
+	if d, err := l.DispatchedOf(ctx, "b"); err != nil || len(d) != 5 || slices.Contains(d, ref(5)) {
+		t.Fatalf("dispatched after the hold: %v, %v; want the 5 others", d, err)
 	}
 
 	// Submitted: spent. Cut off after it may have reached Kie: spent. Refused: given back.

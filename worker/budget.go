@@ -25,7 +25,7 @@ const (
 	drainPoll = 50 * time.Millisecond
 )
 
-// errHeld ends a submit task whose job the budget holds.
+// errHeld ends a submit task whose job the budget holds (handleSubmit returns nil for it).
 var errHeld = errors.New("held by the budget")
 
 // modelOf is the model a job's request uses.
@@ -61,8 +61,6 @@ func (w *Worker) reserve(ctx context.Context, j *jobs.Job) (jobs.Reservation, er
 			// Debug: at the end of a capped batch every job left is held, one line each.
 			w.log.Debug("job held by the budget", "job", j.Ref.String(), "reason", res.Reason)
 			return res, errHeld
-		case jobs.NotQueued:
-			return res, errHeld
 		}
 		return res, nil
 	}
@@ -76,9 +74,15 @@ func (w *Worker) readBalance(ctx context.Context) error {
 	}
 	v, err := w.o.Kie.Credits(ctx)
 	if err != nil {
-		return fmt.Errorf("reading the account's balance for its floor: %w", err)
+		return balanceUnread(fmt.Errorf("reading the account's balance for its floor: %w", err))
 	}
 	return w.ledger.RecordBalance(ctx, reading, jobs.CreditsOf(v))
+}
+
+// balanceUnread sends a submission back when the balance it needs cannot be read: waiting for
+// Kie's credit endpoint is not the job's failure, and must not use its retries up.
+func balanceUnread(err error) error {
+	return &RateLimitedError{RetryAfter: maxLimiterWait, Why: err.Error(), Err: err}
 }
 
 // paidCall is a generate call admitted by the ledger; for a measuring one, the balance read
@@ -114,7 +118,7 @@ func (w *Worker) beginCall(ctx context.Context, j *jobs.Job, measuring bool) (*p
 		if measuring {
 			if pc.before, err = w.o.Kie.Credits(ctx); err != nil {
 				w.endCall(ctx, pc, false)
-				return nil, fmt.Errorf("reading the balance to measure the price of %s: %w", modelOf(j), err)
+				return nil, balanceUnread(fmt.Errorf("reading the balance to measure the price of %s: %w", modelOf(j), err))
 			}
 		}
 		return pc, nil

@@ -40,6 +40,11 @@ func (w *Worker) handleSubmit(ctx context.Context, t *asynq.Task) error {
 	}
 	err := w.submitJob(ctx, p.Ref)
 	defer w.wakeDispatch()
+	if errors.Is(err, errHeld) {
+		// The hold ended the job's dispatch with it (jobs.Ledger.Reserve); a release may have
+		// dispatched it anew since, and that dispatch must not be forgotten with this task.
+		return nil
+	}
 	if err == nil {
 		// The task is done: the job has moved on (or was dropped), so its dispatch is over.
 		if uerr := w.ledger.Undispatch(context.WithoutCancel(ctx), p.Ref); uerr != nil {
@@ -127,10 +132,7 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 		return err
 	}
 	res, err := w.reserve(ctx, j)
-	if errors.Is(err, errHeld) {
-		return nil
-	}
-	if err != nil {
+	if err != nil || res.Outcome == jobs.NotQueued {
 		return err
 	}
 	probe, err := w.pause.admit(ctx, EndpointGenerate, maxLimiterWait)
