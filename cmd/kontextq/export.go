@@ -114,7 +114,7 @@ func rowOf(j *jobs.Job, prices map[string]float64) manifestRow {
 }
 
 func newExportCmd() *cobra.Command {
-	var format, outPath string
+	var format, outPath, into string
 	cmd := &cobra.Command{
 		Use:   "export BATCH",
 		Short: "Write a manifest of a batch: one row per job with its source line, request, state, archive path and sha256",
@@ -134,7 +134,13 @@ func newExportCmd() *cobra.Command {
   createdAt, submittedAt, completedAt, archivedAt   loaded, submitted, generated (Kie's), archived
   error                   the last error
 
-It streams, so a batch of any size exports in constant memory. Jobs that ended longer ago than --retention have left the ledger; their sidecars in the
+--into FILE.csv writes instead a copy of the CSV job file the batch was loaded from, every row
+with the columns kontextq_id, kontextq_state, kontextq_reason, kontextq_held, kontextq_task_id,
+kontextq_archive, kontextq_sha256 and kontextq_error appended (empty for rows that are not jobs of
+the batch), so results can be read beside the prompts in a spreadsheet.
+
+It streams, so a batch of any size exports in constant memory (--into keeps one small record per
+job in memory). Jobs that ended longer ago than --retention have left the ledger; their sidecars in the
 archive are the lasting record, and export says how many are missing.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -151,6 +157,13 @@ archive are the lasting record, and export says how many are missing.`,
 			if err != nil {
 				return err
 			}
+			if into != "" {
+				n, err := writeTo(outPath, cmd.OutOrStdout(), func(w io.Writer) (int, error) { return writeBack(ctx, l, batch, into, w) })
+				if err == nil && int64(n) < c.Total {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%d of the batch's %d jobs were loaded from %s and written back\n", n, c.Total, into)
+				}
+				return err
+			}
 			n, err := exportTo(ctx, l, batch, format, s.cfg.Prices, outPath, cmd.OutOrStdout())
 			if err != nil {
 				return err
@@ -163,15 +176,22 @@ archive are the lasting record, and export says how many are missing.`,
 	}
 	cmd.Flags().StringVar(&format, "format", "jsonl", "jsonl or csv")
 	cmd.Flags().StringVar(&outPath, "out", "", "write to this file instead of stdout")
+	cmd.Flags().StringVar(&into, "into", "", "write a copy of this CSV job file with the results appended as columns, instead of the manifest")
 	return cmd
 }
 
-// exportTo writes the manifest to path (through a temporary file renamed at the end) or, when path
-// is empty, to stdout. It returns the number of rows.
+// exportTo writes the manifest to path or, when path is empty, to stdout. It returns the number of
+// rows.
 func exportTo(ctx context.Context, l *jobs.Ledger, batch, format string, prices map[string]float64, path string, stdout io.Writer) (int, error) {
+	return writeTo(path, stdout, func(w io.Writer) (int, error) { return writeManifest(ctx, l, batch, format, prices, w) })
+}
+
+// writeTo runs write on path (through a temporary file renamed at the end, so the file is written
+// whole or not at all) or, when path is empty, on stdout. It returns what write returns.
+func writeTo(path string, stdout io.Writer, write func(io.Writer) (int, error)) (int, error) {
 	if path == "" {
 		bw := bufio.NewWriter(stdout)
-		n, err := writeManifest(ctx, l, batch, format, prices, bw)
+		n, err := write(bw)
 		if ferr := bw.Flush(); err == nil {
 			err = ferr
 		}
@@ -189,7 +209,7 @@ func exportTo(ctx context.Context, l *jobs.Ledger, batch, format string, prices 
 	}
 	defer os.Remove(f.Name()) // after a successful rename, there is nothing to remove
 	bw := bufio.NewWriter(f)
-	n, err := writeManifest(ctx, l, batch, format, prices, bw)
+	n, err := write(bw)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -200,6 +220,10 @@ func exportTo(ctx context.Context, l *jobs.Ledger, batch, format string, prices 
 		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return n, err
+		}
 		return n, fmt.Errorf("export to %s: %w", path, err)
 	}
 	return n, nil

@@ -85,6 +85,32 @@ func TestRunTracesImagesToTheirLines(t *testing.T) {
 		t.Errorf("export row of line 3: %v", r)
 	}
 
+	// The results written back beside the prompts, as a copy of the input CSV.
+	results := filepath.Join(dir, "owls-results.csv")
+	if code, out := kq(t, dir, envv, "export", "owls", "--into", file, "--out", results); code != 0 {
+		t.Fatalf("export --into: exit %d\n%s", code, out)
+	}
+	rb, err := os.ReadFile(results)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := csv.NewReader(strings.NewReader(string(rb))).ReadAll()
+	if err != nil || len(back) != 5 {
+		t.Fatalf("written back: %v\n%s", err, rb)
+	}
+	if h := strings.Join(back[0], ","); !strings.HasPrefix(h, "prompt,aspectRatio,kontextq_id,kontextq_state,kontextq_reason") {
+		t.Errorf("written-back header %q, want the input's columns then kontextq's", h)
+	}
+	if r := back[1]; r[0] != "A snowy owl — at dusk!" || r[3] != "archived" || filepath.Base(r[7]) != "0002-a-snowy-owl-at-dusk.jpeg" {
+		t.Errorf("written-back row of line 2: %v", r)
+	}
+	if r := back[2]; r[0] != "an owl over a forbidden barn" || r[3] != "failed" || r[4] != "rejected" {
+		t.Errorf("written-back row of line 3: %v", r)
+	}
+	if code, out := kq(t, dir, envv, "export", "owls", "--into", filepath.Join(dir, "other.csv")); code != exitUsage || !strings.Contains(out, "--into") {
+		t.Errorf("export --into a file the batch was not loaded from: exit %d\n%s", code, out)
+	}
+
 	// The file edited (a line inserted at the top) and loaded again with another template: no job
 	// is added or renamed, and the manifest still points at the same files.
 	if err := os.WriteFile(file, []byte("prompt,aspectRatio\na new heron,\nA snowy owl — at dusk!,16:9\n"), 0o644); err != nil {
