@@ -3,6 +3,7 @@ package worker_test
 import (
 	"context"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,15 +26,17 @@ func TestTaskUnknownToKieEndsTheJob(t *testing.T) {
 		{"past the poll limit", time.Millisecond, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			var later atomic.Int64 // how far the worker's clock has moved past the submission
+			now := func() time.Time { return time.Now().Add(time.Duration(later.Load())) }
 			b := setup(t, setupOpts{sim: kiesim.Options{GenerateLimit: 20, GenerateWindow: time.Second, RecordInfoLimit: 50, RecordInfoWindow: time.Second},
-				worker: worker.Options{PollTimeout: c.pollTimeout}})
+				worker: worker.Options{PollTimeout: c.pollTimeout, Now: now}})
 			ctx := context.Background()
 			ref := jobs.Ref{Batch: "ghosts", ID: "g1"}
 			b.enqueue(t, jobs.Spec{Batch: ref.Batch, ID: ref.ID, Prompt: "a ship in a bottle"})
 			if ok, err := b.ledger.RecordSubmitted(ctx, ref, "task-kie-never-had"); err != nil || !ok {
 				t.Fatalf("RecordSubmitted: %v %v", ok, err)
 			}
-			time.Sleep(5 * time.Millisecond)
+			later.Store(int64(time.Second))
 			err := b.w.Handler().ProcessTask(ctx, asynq.NewTask(jobs.TypePoll, jobs.EncodePayload(jobs.PollPayload{Ref: ref})))
 			j, gerr := b.ledger.Get(ctx, ref)
 			if gerr != nil {
