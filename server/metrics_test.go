@@ -81,7 +81,7 @@ func TestMetrics(t *testing.T) {
 		// Three in line: no worker runs to dispatch them; the one this test moved on by hand keeps
 		// its place until a dispatcher would find it submitted and drop it.
 		`kontextq_waiting_jobs{priority="normal"} 3`,
-		`kontextq_kie_credits 42.5`,                                  // refreshed in the background after the first scrape
+		`kontextq_kie_credits 42.5`, // refreshed in the background after the first scrape
 	}
 	eventually.Nil(t, 10*time.Second, "/metrics to show every line", func() error {
 		_, b := f.do(t, "GET", "/metrics", "", "")
