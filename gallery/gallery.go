@@ -23,6 +23,7 @@ import (
 
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/ratelimit"
 )
 
 // Options configure a Gallery. Zero values take the defaults named.
@@ -36,8 +37,9 @@ type Options struct {
 	// Prices are the credits one image of a model costs (the --price setting); without a price
 	// for every model a batch used, its spend is not shown.
 	Prices map[string]float64
-	// ETA tells how long an unfinished batch has left; nil shows none.
-	ETA func(jobs.Counts) string
+	// Rate is the account's generate rate (--rate), for each unfinished batch's ETA; zero
+	// shows none.
+	Rate ratelimit.Rate
 	// PerPage is how many images a page shows (100).
 	PerPage int
 	Now     func() time.Time // time.Now
@@ -90,6 +92,24 @@ func (g *Gallery) Summary(ctx context.Context, batch string) (Summary, error) {
 	if jobs.CheckName(batch) != "" {
 		return Summary{}, ErrNoBatch
 	}
+	waiting, err := g.waiting(ctx)
+	if err != nil {
+		return Summary{}, err
+	}
+	return g.summary(ctx, batch, waiting)
+}
+
+// waiting reads the batches with jobs in line, whose turns an ETA counts (none without a rate:
+// no ETA is shown).
+func (g *Gallery) waiting(ctx context.Context) ([]jobs.WaitingBatch, error) {
+	if g.o.Rate.PerSecond() <= 0 {
+		return nil, nil
+	}
+	return g.o.Ledger.Waiting(ctx)
+}
+
+// summary reads one batch's summary, given the batches waiting.
+func (g *Gallery) summary(ctx context.Context, batch string, waiting []jobs.WaitingBatch) (Summary, error) {
 	info, err := g.o.Ledger.Info(ctx, batch)
 	if err != nil {
 		return Summary{}, err
@@ -101,8 +121,9 @@ func (g *Gallery) Summary(ctx context.Context, batch string) (Summary, error) {
 	if info.Total > 0 {
 		s.Percent = int(math.Floor(100 * float64(s.Ended()) / float64(info.Total)))
 	}
-	if !info.Done() && g.o.ETA != nil {
-		s.ETA = g.o.ETA(info.Counts)
+	if !info.Done() && g.o.Rate.PerSecond() > 0 {
+		sh, _ := jobs.ShareOf(waiting, batch)
+		s.ETA = jobs.EstimateETA(info.Counts, sh, g.o.Rate).String()
 	}
 	b, err := g.o.Ledger.Budget(ctx, batch)
 	if err != nil {
@@ -127,9 +148,16 @@ func (g *Gallery) Summaries(ctx context.Context) ([]Summary, error) {
 	if err != nil {
 		return nil, err
 	}
+	waiting, err := g.waiting(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := make([]Summary, 0, len(names))
 	for _, b := range names {
-		s, err := g.Summary(ctx, b)
+		if jobs.CheckName(b) != "" {
+			continue
+		}
+		s, err := g.summary(ctx, b, waiting)
 		if errors.Is(err, ErrNoBatch) {
 			continue
 		}

@@ -52,8 +52,9 @@ func (r Rate) PerSecond() float64 {
 	return float64(r.Events) / r.Per.Seconds()
 }
 
-// Time is how long n events take at r, at best: the ETA of n queued jobs at the account's
-// rate (the one place that arithmetic is done). ok is false when r is no rate.
+// Time is how long n events take at r, at best: how long n queued jobs take at the account's
+// rate (the one place that arithmetic is done; jobs.EstimateETA builds a batch's ETA on it). ok
+// is false when r is no rate.
 func (r Rate) Time(n int64) (d time.Duration, ok bool) {
 	ps := r.PerSecond()
 	if ps <= 0 {

@@ -24,6 +24,7 @@ import (
 	"github.com/kontextq/kontextq/gallery"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
+	"github.com/kontextq/kontextq/ratelimit"
 	"github.com/kontextq/kontextq/server"
 )
 
@@ -393,11 +394,11 @@ func TestGalleryAddressesCannotLeaveTheArchive(t *testing.T) {
 func TestGalleryShowsSpendAtTheConfiguredPrices(t *testing.T) {
 	f := gallerySetup(t, 10, func(o *server.Options) {
 		o.Prices = map[string]float64{"flux-kontext-pro": 4.5}
-		o.ETA = func(c jobs.Counts) string { return fmt.Sprintf("soon: %d queued", c.Queued) }
+		o.Rate = ratelimit.Rate{Events: 20, Per: 10 * time.Second}
 	})
 	list := f.page(t, "/gallery/")
 	// 7 archived jobs, one generate call each, at 4.5 credits; one job still queued.
-	if !strings.Contains(list, "31.5 credits") || !strings.Contains(list, "soon: 1 queued") {
+	if !strings.Contains(list, "31.5 credits") || !strings.Contains(list, "1 queued") || !strings.Contains(list, "at --rate 20/10s") {
 		t.Errorf("the batch list does not show the spend and the ETA:\n%s", list)
 	}
 	p := f.page(t, "/gallery/cats/")

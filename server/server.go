@@ -107,8 +107,8 @@ type Options struct {
 	Thumbs *gallery.Thumbs
 	// Prices are the credits an image of each model costs, for the gallery's spend.
 	Prices map[string]float64
-	// ETA tells how long an unfinished batch has left, for the gallery; nil shows none.
-	ETA func(jobs.Counts) string
+	// Rate is the account's generate rate (--rate), for the gallery's ETAs; zero shows none.
+	Rate ratelimit.Rate
 
 	// MaxJobBytes limits a single-job body (1 MiB); MaxBatchBytes an NDJSON body (64 MiB).
 	MaxJobBytes   int64
@@ -226,7 +226,7 @@ func New(o Options) (*Server, error) {
 		s.dashboard = asynqmon.New(asynqmon.Options{RootPath: "/monitoring", RedisConnOpt: o.RedisConnOpt, ReadOnly: o.ReadOnly})
 	}
 	s.metrics = s.newMetricsHandler()
-	s.gallery = gallery.New(gallery.Options{Ledger: s.ledger, Store: o.Archive, Thumbs: o.Thumbs, Prices: o.Prices, ETA: o.ETA, Now: o.Now})
+	s.gallery = gallery.New(gallery.Options{Ledger: s.ledger, Store: o.Archive, Thumbs: o.Thumbs, Prices: o.Prices, Rate: o.Rate, Now: o.Now})
 
 	s.handle("GET", "/healthz", open, http.HandlerFunc(s.healthz))
 	s.handle("GET", "/readyz", open, http.HandlerFunc(s.readyz))

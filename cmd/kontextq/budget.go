@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/kontextq/kontextq/config"
+	"github.com/kontextq/kontextq/internal/human"
 	"github.com/kontextq/kontextq/jobs"
 )
 
@@ -242,7 +243,7 @@ func printAccountBudget(ctx context.Context, l *jobs.Ledger, cfg config.Config, 
 	balance := "balance not read yet (it is read when a floor needs it)"
 	if !a.BalanceAt.IsZero() {
 		balance = fmt.Sprintf("balance %s credits %s ago, about %s after what was reserved since",
-			a.Balance, humanDuration(now.Sub(a.BalanceAt).Round(time.Second)), a.Estimate)
+			a.Balance, human.Duration(now.Sub(a.BalanceAt).Round(time.Second)), a.Estimate)
 	}
 	fmt.Fprintf(out, "account (namespace %s): %s; %s\n", cfg.Namespace, floor, balance)
 	learned, err := l.LearnedPrices(ctx)

@@ -135,7 +135,7 @@ func runDemo(cmd *cobra.Command, keepServing bool) error {
 
 	fmt.Fprintf(out, "kontextq demo: a Kie.ai simulator and an in-memory Redis in this process; nothing is paid.\n")
 	chosen := cmd.Flags().Changed("listen") || os.Getenv("KONTEXTQ_LISTEN") != ""
-	dashboard, stopServer, err := startDemoServer(ctx, cfg, app.ServeDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Metrics: metrics, Store: store, ETA: etaFor(cfg), Logger: log}, chosen)
+	dashboard, stopServer, err := startDemoServer(ctx, cfg, app.ServeDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Metrics: metrics, Store: store, Logger: log}, chosen)
 	if err != nil {
 		return err
 	}

@@ -22,7 +22,6 @@ import (
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/gallery"
 	"github.com/kontextq/kontextq/internal/app"
-	"github.com/kontextq/kontextq/jobs"
 )
 
 func newGalleryCmd() *cobra.Command {
@@ -84,7 +83,7 @@ func writeGallery(ctx context.Context, s *session, batch, out string, stdout, st
 		}
 		ctr.Set(int64(done))
 	}
-	g := gallery.New(gallery.Options{Ledger: l, Store: store, Prices: s.cfg.Prices, ETA: etaFor(s.cfg)})
+	g := gallery.New(gallery.Options{Ledger: l, Store: store, Prices: s.cfg.Prices, Rate: s.cfg.Rate})
 	rep, err := g.WriteStatic(ctx, batch, o)
 	if ctr != nil {
 		ctr.Finish()
@@ -177,9 +176,4 @@ func openArchiveToRead(ctx context.Context, cfg config.Config, log *slog.Logger)
 		return nil, nil
 	}
 	return app.OpenStore(ctx, cfg)
-}
-
-// etaFor is the ETA the gallery shows for an unfinished batch.
-func etaFor(cfg config.Config) func(jobs.Counts) string {
-	return func(c jobs.Counts) string { return eta(c, jobs.Share{}, cfg.Rate) }
 }

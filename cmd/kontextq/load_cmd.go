@@ -17,6 +17,7 @@ import (
 
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/internal/app"
+	"github.com/kontextq/kontextq/internal/human"
 	"github.com/kontextq/kontextq/jobs"
 )
 
@@ -433,7 +434,7 @@ func printPlan(out io.Writer, cfg config.Config, o loadOptions, rep loadReport, 
 		fmt.Fprintf(out, "      a job whose generation fails is submitted again, up to %d more time(s), each paid\n", cfg.GenerationRetries)
 	}
 	if d, ok := cfg.Rate.Time(int64(gen + edit)); ok && gen+edit > 0 {
-		fmt.Fprintf(out, "time: about %s at --rate %s (Kie's limit per account, shared by every worker)\n", humanDuration(d), cfg.Rate)
+		fmt.Fprintf(out, "time: about %s at --rate %s (Kie's limit per account, shared by every worker)\n", human.Duration(d), cfg.Rate)
 	}
 }
 
@@ -452,31 +453,4 @@ func formatPrices(p map[string]float64) string {
 		parts[i] = m + "=" + formatCredits(p[m])
 	}
 	return strings.Join(parts, ", ")
-}
-
-// humanDuration writes d the way people say it: "5d 18h 53m", "2h 5m", "40s", "<1s".
-func humanDuration(d time.Duration) string {
-	if d < time.Second {
-		return "<1s"
-	}
-	if d < time.Minute {
-		return d.Round(time.Second).String()
-	}
-	d = d.Round(time.Minute)
-	days := d / (24 * time.Hour)
-	d -= days * 24 * time.Hour
-	h := d / time.Hour
-	d -= h * time.Hour
-	m := d / time.Minute
-	var parts []string
-	if days > 0 {
-		parts = append(parts, fmt.Sprintf("%dd", days))
-	}
-	if h > 0 {
-		parts = append(parts, fmt.Sprintf("%dh", h))
-	}
-	if m > 0 {
-		parts = append(parts, fmt.Sprintf("%dm", m))
-	}
-	return strings.Join(parts, " ")
 }

@@ -102,7 +102,7 @@ waits for its batch it also works jobs other loads queued there.`,
 			}
 			defer w.Close()
 			if !noServe {
-				if stopServe := serveDuringRun(ctx, cfg, app.ServeDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Credits: kc, Metrics: m, Store: store, ETA: etaFor(cfg), Logger: log}, cmd.OutOrStdout()); stopServe != nil {
+				if stopServe := serveDuringRun(ctx, cfg, app.ServeDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Credits: kc, Metrics: m, Store: store, Logger: log}, cmd.OutOrStdout()); stopServe != nil {
 					defer stopServe()
 				}
 			}

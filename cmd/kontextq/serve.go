@@ -65,7 +65,7 @@ no work itself: run workers (kontextq worker) against the same Redis and namespa
 				defer store.Close()
 			}
 			addr, stop, err := app.StartServer(ctx, cfg, app.ServeDeps{Redis: rdb, Checker: w, Limiters: w.Limiters, Credits: w.Kie, Logger: log,
-				Store: store, ThumbCache: sf.thumbCache, ETA: etaFor(cfg),
+				Store: store, ThumbCache: sf.thumbCache,
 				InsecureNoToken: sf.insecureNoToken, AllowUnsigned: sf.allowUnsigned, ReadOnly: sf.readOnly})
 			if err != nil {
 				return err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/kontextq/kontextq/internal/human"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/ratelimit"
 )
@@ -170,7 +171,7 @@ func printStatus(ctx context.Context, l *jobs.Ledger, batch string, info jobs.Ba
 	if inLine {
 		fmt.Fprintf(out, "share: %s\n", describeShare(sh))
 	}
-	fmt.Fprintf(out, "eta: %s\n", eta(c, sh, rate))
+	fmt.Fprintf(out, "eta: %s\n", jobs.EstimateETA(c, sh, rate))
 	return nil
 }
 
@@ -225,38 +226,13 @@ func averagePace(info jobs.BatchInfo, now time.Time) string {
 	}
 	span := end.Sub(info.FirstSubmitted)
 	if span < time.Second || info.Archived == 0 {
-		return fmt.Sprintf("%d archived since the first submission %s ago", info.Archived, humanDuration(now.Sub(info.FirstSubmitted)))
+		return fmt.Sprintf("%d archived since the first submission %s ago", info.Archived, human.Duration(now.Sub(info.FirstSubmitted)))
 	}
-	return fmt.Sprintf("%s archived/min on average since the first submission, %s ago", perMinute(info.Archived, span), humanDuration(now.Sub(info.FirstSubmitted)))
+	return fmt.Sprintf("%s archived/min on average since the first submission, %s ago", perMinute(info.Archived, span), human.Duration(now.Sub(info.FirstSubmitted)))
 }
 
 func perMinute(n int64, d time.Duration) string {
 	return fmt.Sprintf("%.1f", float64(n)/d.Minutes())
-}
-
-// eta is how long the queued jobs take at the configured rate, the most the account allows,
-// counting the submissions that go before the batch's last job (sh, when it has jobs in line:
-// higher classes first, other batches of its class in turn): a batch can go slower (failures,
-// batches loaded later), never faster.
-func eta(c jobs.Counts, sh jobs.Share, rate ratelimit.Rate) string {
-	inFlight := c.Submitted + c.Generated
-	queued := c.Queued - c.Held // held jobs wait for a raise of the budget, not for the rate
-	if queued <= 0 {
-		if c.Held > 0 {
-			return fmt.Sprintf("%d jobs at Kie or being archived; the rest are held by the budget", inFlight)
-		}
-		return fmt.Sprintf("%d jobs at Kie or being archived; no more to submit", inFlight)
-	}
-	turns := max(sh.Turns, queued)
-	d, ok := rate.Time(turns)
-	if !ok {
-		return "unknown (no --rate)"
-	}
-	if turns > queued {
-		return fmt.Sprintf("at least %s: %d submissions at --rate %s (%d queued here, the rest other batches' turns), then their generation",
-			humanDuration(d), turns, rate, queued)
-	}
-	return fmt.Sprintf("at least %s: %d queued at --rate %s, then their generation", humanDuration(d), queued, rate)
 }
 
 // paceWindow remembers recent samples of the archived count, to measure the pace over the last
@@ -311,8 +287,8 @@ func followBatch(ctx context.Context, l *jobs.Ledger, batch string, rate ratelim
 		if pm, ok := pace.add(time.Now(), c.Archived); ok {
 			extra = fmt.Sprintf("%.1f archived/min", pm)
 		}
-		if d, ok := rate.Time(c.Queued - c.Held); ok && !c.Done() && c.Queued > c.Held {
-			extra = strings.TrimPrefix(extra+" · eta ≥ "+humanDuration(d), " · ")
+		if e := jobs.EstimateETA(c, jobs.Share{}, rate); e.Known && e.Queued > 0 {
+			extra = strings.TrimPrefix(extra+" · eta ≥ "+human.Duration(e.Submit), " · ")
 		}
 		view.Show(c, extra)
 		// A batch whose every job left is held by the budget goes no further on its own.

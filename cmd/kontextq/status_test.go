@@ -217,27 +217,10 @@ func TestPaceAndETA(t *testing.T) {
 			if tc.eta == "" {
 				return
 			}
-			if got := eta(tc.info.Counts, jobs.Share{}, rate); got != tc.eta {
+			if got := jobs.EstimateETA(tc.info.Counts, jobs.Share{}, rate).String(); got != tc.eta {
 				t.Errorf("eta %q, want %q", got, tc.eta)
 			}
 		})
-	}
-}
-
-func TestHumanDuration(t *testing.T) {
-	for d, want := range map[time.Duration]string{
-		400 * time.Millisecond:                "<1s",
-		42 * time.Second:                      "42s",
-		90 * time.Second:                      "2m",
-		2*time.Hour + 5*time.Minute:           "2h 5m",
-		3 * time.Hour:                         "3h",
-		time.Duration(1e6/2.0) * time.Second:  "5d 18h 53m",
-		24*time.Hour + 30*time.Second - 1e6:   "1d",
-		time.Duration(7200/2.0) * time.Second: "1h",
-	} {
-		if got := humanDuration(d); got != want {
-			t.Errorf("humanDuration(%v) = %q, want %q", d, got, want)
-		}
 	}
 }
 

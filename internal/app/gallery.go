@@ -23,9 +23,9 @@ func ThumbDir(dir string) string {
 }
 
 // galleryOptions give a server its gallery: the archive to show images from, the thumbnail
-// cache, the prices and the ETA.
+// cache, the prices, and the account's rate for the batches' ETAs.
 func galleryOptions(cfg config.Config, d ServeDeps, o *server.Options) error {
-	o.Prices, o.ETA = cfg.Prices, d.ETA
+	o.Prices, o.Rate = cfg.Prices, cfg.Rate
 	if d.Store == nil {
 		return nil
 	}

@@ -29,11 +29,9 @@ type ServeDeps struct {
 	Logger   *slog.Logger
 
 	// Store is the archive the gallery shows images from (nil: none); ThumbCache the directory
-	// of its thumbnails (the user's cache directory when empty); ETA how long an unfinished
-	// batch has left.
+	// of its thumbnails (the user's cache directory when empty).
 	Store      archive.Store
 	ThumbCache string
-	ETA        func(jobs.Counts) string
 
 	// InsecureNoToken serves without KONTEXTQ_API_TOKEN (loopback only); AllowUnsigned accepts
 	// unsigned Kie callbacks; ReadOnly makes the dashboard view-only.
