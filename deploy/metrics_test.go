@@ -3,7 +3,7 @@ package deploy
 import (
 	"bufio"
 	"bytes"
-	"context"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/eventually"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/kie/kiesim"
 	"github.com/kontextq/kontextq/kie/kietest"
@@ -98,27 +99,26 @@ func TestShippedQueriesNameMetricsThatExist(t *testing.T) {
 		slices.Sort(m)
 		return m
 	}
-	deadline := time.Now().Add(90 * time.Second)
-	for {
+	eventually.Nil(t, 90*time.Second, "every queried metric on the /metrics of a working deployment", func() error {
 		for job, a := range addr {
 			for _, n := range scrape(t, "http://"+a+"/metrics") {
 				seen[job][n] = true
 			}
 		}
-		if len(missing()) == 0 || time.Now().After(deadline) {
-			break
+		m := missing()
+		if len(m) == 0 {
+			return nil
 		}
-		time.Sleep(300 * time.Millisecond)
-	}
-	for _, m := range missing() {
-		job, name, _ := strings.Cut(m, ": ")
-		t.Errorf("%s is not on the %s /metrics of a working deployment; queried by %s",
-			name, job, strings.Join(slices.Compact(slices.Sorted(slices.Values(want[job][name]))), ", "))
-	}
-	if t.Failed() {
-		t.Logf("serve exports: %s", strings.Join(slices.Sorted(maps.Keys(seen[serveJob])), " "))
-		t.Logf("worker exports: %s", strings.Join(slices.Sorted(maps.Keys(seen[workerJob])), " "))
-	}
+		var b strings.Builder
+		for _, m := range m {
+			job, name, _ := strings.Cut(m, ": ")
+			fmt.Fprintf(&b, "\n%s is not on the %s /metrics; queried by %s",
+				name, job, strings.Join(slices.Compact(slices.Sorted(slices.Values(want[job][name]))), ", "))
+		}
+		fmt.Fprintf(&b, "\nserve exports: %s", strings.Join(slices.Sorted(maps.Keys(seen[serveJob])), " "))
+		fmt.Fprintf(&b, "\nworker exports: %s", strings.Join(slices.Sorted(maps.Keys(seen[workerJob])), " "))
+		return errors.New(b.String())
+	})
 }
 
 // scrape returns the metric names of a text exposition (histograms' _bucket, _sum and _count
@@ -228,21 +228,17 @@ func (s *syncBuffer) String() string {
 // waitHTTP waits until url answers 200.
 func waitHTTP(t *testing.T, url string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		if resp, err := http.Get(url); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+	eventually.Nil(t, 30*time.Second, url+" to answer 200", func() error {
+		resp, err := http.Get(url)
+		if err != nil {
+			return err
 		}
-		select {
-		case <-ctx.Done():
-			t.Fatalf("%s did not answer 200 within 30s", url)
-		case <-time.After(100 * time.Millisecond):
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("answered %s", resp.Status)
 		}
-	}
+		return nil
+	})
 }
 
 func freeAddr(t *testing.T) string {
