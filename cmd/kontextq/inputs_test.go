@@ -5,8 +5,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"image"
-	"image/color"
 	"image/png"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/imagetest"
 	"github.com/kontextq/kontextq/internal/redistest"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie/kiesim"
@@ -262,7 +261,7 @@ func TestRunCreatesNothingUntilReadyAndReadsStdin(t *testing.T) {
 	dir := t.TempDir()
 	envv := workerEnv(env, sim, dir)
 	photo := filepath.Join(dir, "photo.png")
-	writeFile(t, photo, halvesPNG(t, 60, 40))
+	writeFile(t, photo, imagetest.Halves(t, 60, 40))
 	stdin := `{"id": "kite", "prompt": "a red kite"}` + "\n" +
 		`{"id": "warm", "prompt": "make it warm", "inputImage": "photo.png", "outputFormat": "png"}` + "\n" +
 		`{"id": "gone", "prompt": "make it cold", "inputImage": "` + host.URL + `/gone.png"}` + "\n"
@@ -312,24 +311,4 @@ func absDiff(a, b int) int {
 		return a - b
 	}
 	return b - a
-}
-
-// halvesPNG is a w x h picture, red on the left half and blue on the right.
-func halvesPNG(t *testing.T, w, h int) []byte {
-	t.Helper()
-	img := image.NewNRGBA(image.Rect(0, 0, w, h))
-	for y := range h {
-		for x := range w {
-			c := color.NRGBA{R: 230, G: 20, B: 20, A: 255}
-			if x >= w/2 {
-				c = color.NRGBA{R: 20, G: 20, B: 230, A: 255}
-			}
-			img.SetNRGBA(x, y, c)
-		}
-	}
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"image"
-	"image/color"
 	"image/png"
 	"net/http"
 	"net/http/httptest"
@@ -13,28 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kontextq/kontextq/internal/imagetest"
 	"github.com/kontextq/kontextq/kie"
 )
-
-// halves is a w x h PNG, red on the left half and blue on the right.
-func halves(t *testing.T, w, h int) []byte {
-	t.Helper()
-	img := image.NewNRGBA(image.Rect(0, 0, w, h))
-	for y := range h {
-		for x := range w {
-			c := color.NRGBA{R: 230, G: 20, B: 20, A: 255}
-			if x >= w/2 {
-				c = color.NRGBA{R: 20, G: 20, B: 230, A: 255}
-			}
-			img.SetNRGBA(x, y, c)
-		}
-	}
-	var b bytes.Buffer
-	if err := png.Encode(&b, img); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
-}
 
 // mean is the average colour of r in img.
 func mean(img image.Image, r image.Rectangle) (red, green, blue float64) {
@@ -79,7 +59,7 @@ func imageHost(t *testing.T, files map[string][]byte) *httptest.Server {
 }
 
 func TestEditIsDrawnFromItsInput(t *testing.T) {
-	photo := halves(t, 120, 80)
+	photo := imagetest.Halves(t, 120, 80)
 	host := imageHost(t, map[string][]byte{"/photo.png": photo})
 	f := setup(t, Options{GenerateLimit: -1})
 	up := decodeUpload(t, f.streamUpload(f.srv.UploadURL, photo, map[string]string{"uploadPath": "in", "fileName": "photo.png"}))
@@ -152,7 +132,7 @@ func TestEditIsDrawnFromItsInput(t *testing.T) {
 		t.Fatalf("same seed, same edit: %s vs %s", ti.ImageSHA256, first.ImageSHA256)
 	}
 	h := setup(t, Options{GenerateLimit: -1})
-	other := decodeUpload(t, h.streamUpload(h.srv.UploadURL, halves(t, 80, 120), map[string]string{"uploadPath": "in", "fileName": "photo.png"}))
+	other := decodeUpload(t, h.streamUpload(h.srv.UploadURL, imagetest.Halves(t, 80, 120), map[string]string{"uploadPath": "in", "fileName": "photo.png"}))
 	if ti := h.finish(h.submit(map[string]any{"prompt": "make it vivid", "inputImage": other.DownloadURL, "outputFormat": "png"})); ti.ImageSHA256 == first.ImageSHA256 {
 		t.Fatal("edits of different inputs have the same image")
 	}
@@ -227,7 +207,7 @@ func TestEditOfUnusableInputFails(t *testing.T) {
 
 func TestEditWaitsForItsInput(t *testing.T) {
 	release := make(chan struct{})
-	photo := halves(t, 80, 80)
+	photo := imagetest.Halves(t, 80, 80)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/held.png", func(w http.ResponseWriter, _ *http.Request) {
 		<-release
