@@ -74,7 +74,7 @@ func TestServeDashboardInChromium(t *testing.T) {
 	ns := env.Prefix + "ns"
 	q := jobs.QueuesFor(ns)
 	t.Cleanup(func() {
-		env.Client.SRem(context.Background(), "asynq:queues", q.Submit, q.Poll, q.Archive, q.Sweep)
+		env.Client.SRem(context.Background(), "asynq:queues", q.Submit, q.SubmitNormal, q.SubmitInteractive, q.Poll, q.Archive, q.Sweep)
 	})
 	const token, hmacKey = "dashboard-test-token", "dashboard-test-hmac"
 	addr := freeAddr(t)
@@ -90,8 +90,9 @@ func TestServeDashboardInChromium(t *testing.T) {
 		return resp.StatusCode == 200
 	})
 
-	// Work in each queue, the way it gets there: a job through the API (submit), a callback
-	// for its task (a check in poll), and an archive task as a worker would queue it.
+	// Work in each queue, the way it gets there: a job through the API, dispatched to its class's
+	// submit queue as a worker's dispatcher would, a callback for its task (a check in poll), and
+	// an archive task as a worker would queue it.
 	req, _ := http.NewRequest("POST", base+"/v1/jobs?batch=dash", strings.NewReader(`{"prompt": "a lighthouse at dusk"}`))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -106,6 +107,15 @@ func TestServeDashboardInChromium(t *testing.T) {
 	ledger := jobs.NewLedger(env.Client, jobs.LedgerOptions{Namespace: ns})
 	var ref jobs.Ref
 	if err := ledger.Each(context.Background(), "dash", func(j *jobs.Job) error { ref = j.Ref; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	ds, err := ledger.Dispatch(context.Background(), 1)
+	if err != nil || len(ds) != 1 {
+		t.Fatalf("Dispatch: %v %v", ds, err)
+	}
+	tasks := jobs.NewTasks(env.Client, jobs.TasksOptions{Namespace: ns})
+	defer tasks.Close()
+	if err := tasks.SubmitAs(context.Background(), ds[0].Ref, ds[0].Submissions, ds[0].Priority); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := ledger.RecordSubmitted(context.Background(), ref, "task-dash"); err != nil || !ok {
@@ -152,7 +162,7 @@ func TestServeDashboardInChromium(t *testing.T) {
 	for attempt := 0; attempt < 3; attempt++ { // the app fetches its data after loading
 		dom = string(browse("--dump-dom", page))
 		missing = missing[:0]
-		for _, name := range []string{q.Submit, q.Poll, q.Archive} {
+		for _, name := range []string{q.SubmitNormal, q.Poll, q.Archive} {
 			if !strings.Contains(dom, name) {
 				missing = append(missing, name)
 			}
