@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hibiken/asynq"
@@ -21,16 +22,94 @@ func newToken() string {
 	return hex.EncodeToString(b)
 }
 
+// pollBackstop is how much later than its time a poll's asynq task is due when a timer of the
+// process runs the poll on time: asynq may run a task up to a second early (it keeps due times
+// in whole seconds), and the timer's poll may wait maxPollWait for the poll budget, so the task
+// comes after the timer's poll has moved the chain on, and is then a no-op.
+const pollBackstop = maxPollWait + time.Second
+
 // startPolls hands the job's poll chain to a new token (if the chain is still owned by old) and
-// schedules its next poll after delay.
+// schedules its next poll after delay. In a running worker the poll is run by a timer of this
+// process, on time to the millisecond; asynq keeps scheduled tasks by whole seconds, too coarse
+// for polls timed to generations of a few seconds. The poll's asynq task is still queued, due
+// pollBackstop later, so that a poll whose process died, or whose timer's poll failed, still
+// happens.
 func (w *Worker) startPolls(ctx context.Context, r jobs.Ref, taskID, old string, delay time.Duration) error {
 	token := newToken()
 	ok, err := w.ledger.ClaimPolls(ctx, r, taskID, old, token)
 	if err != nil || !ok {
 		return err
 	}
-	return w.tasks.Poll(ctx, r, token, delay)
+	t := w.timers.Load()
+	if t == nil || delay <= 0 {
+		return w.tasks.Poll(ctx, r, token, delay)
+	}
+	if err := w.tasks.Poll(ctx, r, token, delay+pollBackstop); err != nil {
+		return err
+	}
+	t.after(delay, func(ctx context.Context) { w.timedPoll(ctx, r, token) })
+	return nil
 }
+
+// timedPoll is a timer's poll of link token of r's chain. Anything but a poll of the chain's
+// current link is left to the link's asynq task, as is any failure.
+func (w *Worker) timedPoll(ctx context.Context, r jobs.Ref, token string) {
+	j, err := w.ledger.Get(ctx, r)
+	if err != nil || j.State != jobs.Submitted || j.PollToken != token {
+		return
+	}
+	if err := w.pollJob(ctx, j, jobs.PollPayload{Ref: r, Token: token}); err != nil && ctx.Err() == nil {
+		w.log.Debug("timed poll failed; its task polls later", "job", r.String(), "err", err)
+	}
+}
+
+// pollTimers run the polls of a running worker on time, at most concurrency at once.
+type pollTimers struct {
+	ctx context.Context // the worker's Run
+	sem chan struct{}
+
+	mu     sync.Mutex
+	closed bool
+	wg     sync.WaitGroup
+}
+
+func newPollTimers(ctx context.Context, concurrency int) *pollTimers {
+	return &pollTimers{ctx: ctx, sem: make(chan struct{}, max(concurrency, 1))}
+}
+
+// after runs f after d, unless the worker stops first.
+func (t *pollTimers) after(d time.Duration, f func(context.Context)) {
+	time.AfterFunc(d, func() {
+		t.mu.Lock()
+		if t.closed || t.ctx.Err() != nil {
+			t.mu.Unlock()
+			return
+		}
+		t.wg.Add(1)
+		t.mu.Unlock()
+		defer t.wg.Done()
+		select {
+		case t.sem <- struct{}{}:
+		case <-t.ctx.Done():
+			return
+		}
+		defer func() { <-t.sem }()
+		ctx, cancel := context.WithTimeout(t.ctx, pollTaskTimeout)
+		defer cancel()
+		f(ctx)
+	})
+}
+
+// close stops the timers and waits for the polls under way; the tasks of the others poll later.
+func (t *pollTimers) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.mu.Unlock()
+	t.wg.Wait()
+}
+
+// pollTaskTimeout bounds a timer's poll, as asynq's timeout bounds a poll task.
+const pollTaskTimeout = time.Minute
 
 // Check enqueues an immediate one-off poll of a submitted job (from a callback or the sweeper).
 // Checks of one job are deduplicated while one is pending.
@@ -44,6 +123,11 @@ func (w *Worker) handlePoll(ctx context.Context, t *asynq.Task) error {
 	if j == nil {
 		return err
 	}
+	return w.pollJob(ctx, j, p)
+}
+
+// pollJob is one poll of job j by the poll task (or timer) p.
+func (w *Worker) pollJob(ctx context.Context, j *jobs.Job, p jobs.PollPayload) error {
 	switch j.State {
 	case jobs.Generated:
 		return w.queueArchive(ctx, j)

@@ -2,6 +2,9 @@ package worker
 
 import (
 	"context"
+	"math"
+	"math/rand/v2"
+	"sort"
 	"testing"
 	"time"
 
@@ -12,38 +15,73 @@ import (
 func TestPollPlan(t *testing.T) {
 	const s = time.Second
 	plan := pollPlan{prior: 8 * s, maxInterval: 3 * s, rate: 10}
-	learned2s := Estimate{Median: 2 * s, Sigma: 0.1, Samples: 20}
-	learned8s := Estimate{Median: 8 * s, Sigma: 0.1, Samples: 20}
-	within := func(d, lo, hi time.Duration) bool { return d >= lo && d <= hi }
+	learned2s := Estimate{Median: 2 * s, Sigma: 0.5, Samples: 20}
+	learned8s := Estimate{Median: 8 * s, Sigma: 0.5, Samples: 20}
+	ms := func(n int) time.Duration { return time.Duration(n) * time.Millisecond }
 	cases := []struct {
 		name     string
 		est      Estimate
 		elapsed  time.Duration // <0: the first poll
+		phase    float64
 		inFlight int64
 		lo, hi   time.Duration
 	}{
-		{"prior: first poll a little before --first-poll", Estimate{}, -1, 1, 6 * s, 8 * s},
-		{"learned 2 s: first poll just before 2 s", learned2s, -1, 1, 1800 * time.Millisecond, 2 * s},
-		{"learned 8 s: first poll just before 8 s, same shape", learned8s, -1, 1, 7200 * time.Millisecond, 8 * s},
-		{"2 s, just before the median: next poll a tenth of the median on", learned2s, 1900 * time.Millisecond, 1, 200 * time.Millisecond, 200 * time.Millisecond},
-		{"8 s, just before the median: next poll a tenth of the median on", learned8s, 7600 * time.Millisecond, 1, 800 * time.Millisecond, 800 * time.Millisecond},
-		{"early: halfway to the median", learned8s, 2 * s, 1, 3 * s, 3 * s},
-		{"past the median: grows with the elapsed time", Estimate{Median: 2 * s, Sigma: 0.6, Samples: 20}, 8 * s, 1, 2400 * time.Millisecond, 2400 * time.Millisecond},
-		{"never longer than --poll-interval", Estimate{Median: 2 * s, Sigma: 1, Samples: 20}, 60 * s, 1, 3 * s, 3 * s},
-		{"many in flight: a job's share of the budget", learned2s, 1900 * time.Millisecond, 40, 5 * s, 5 * s},
-		{"many in flight: the first poll still near the median", learned2s, -1, 40, 1800 * time.Millisecond, 2 * s},
-		{"tiny sigma still spreads polls", Estimate{Median: 2 * s, Sigma: 0, Samples: 5}, 2 * s, 1, 200 * time.Millisecond, 200 * time.Millisecond},
+		{"nothing learned: the first poll scouts at an eighth of --first-poll", Estimate{}, -1, 0, 1, s, s},
+		{"nothing learned: the phase moves the scout by a quarter of it", Estimate{}, -1, 0.5, 1, ms(1250), ms(1250)},
+		{"nothing learned: scouting waits half the elapsed time", Estimate{}, 3 * s, 0, 1, ms(1500), ms(1500)},
+		{"nothing learned: scouting waits at least the first scout", Estimate{}, ms(1200), 0, 1, s, s},
+		{"learned 2 s: first poll at m·e^(−0.3), before the median", learned2s, -1, 0, 1, ms(1481), ms(1482)},
+		{"learned 8 s: same shape", learned8s, -1, 0, 1, ms(5926), ms(5927)},
+		{"the phase moves the first poll by up to half a steady wait", learned8s, -1, -0.5, 1, ms(4726), ms(4727)},
+		{"many in flight: the first poll still near the median", learned2s, -1, 0, 40, ms(1481), ms(1482)},
+		{"2 s, within the usual times: every 0.6·σ·m", learned2s, ms(1500), 0, 1, ms(600), ms(600)},
+		{"8 s, within the usual times: same shape", learned8s, 10 * s, 0, 1, ms(2400), ms(2400)},
+		{"a straggler: σ/2 of its elapsed time", learned2s, 8 * s, 0, 1, 2 * s, 2 * s},
+		{"never longer than --poll-interval", Estimate{Median: 2 * s, Sigma: 1, Samples: 20}, 60 * s, 0, 1, 3 * s, 3 * s},
+		{"many in flight: a job's share of the budget", learned2s, ms(1900), 0, 40, 5 * s, 5 * s},
+		{"tiny sigma: never sooner than a tenth of the median", Estimate{Median: 2 * s, Sigma: 0, Samples: 20}, ms(1500), 0, 1, ms(200), ms(200)},
+		{"few samples: σ drawn towards the prior", Estimate{Median: 2 * s, Sigma: 0, Samples: 2}, ms(1500), 0, 1, ms(424), ms(425)},
 	}
 	for _, c := range cases {
 		var d time.Duration
 		if c.elapsed < 0 {
-			d = plan.first(c.est, c.inFlight)
+			d = plan.first(c.est, c.inFlight, c.phase)
 		} else {
 			d = plan.next(c.est, c.elapsed, c.inFlight)
 		}
-		if !within(d, c.lo, c.hi) {
+		if d < c.lo || d > c.hi {
 			t.Errorf("%s: %v, want within [%v, %v]", c.name, d, c.lo, c.hi)
 		}
+	}
+}
+
+// Over many jobs with lognormal generation times (σ = 0.5), the schedule polls each about three
+// times and sees 95% of results within a third of the median of their completion.
+func TestPollPlanCostAndLatency(t *testing.T) {
+	const n = 4000
+	m := 8 * time.Second
+	plan := pollPlan{prior: m, maxInterval: time.Hour}
+	e := Estimate{Median: m, Sigma: 0.5, Samples: 100}
+	rng := rand.New(rand.NewPCG(1, 2))
+	polls := 0
+	lats := make([]float64, 0, n)
+	for i := range n {
+		gen := time.Duration(float64(m) * math.Exp(0.5*rng.NormFloat64()))
+		at := plan.first(e, 1, float64(i)/n-0.5)
+		for {
+			polls++
+			if at >= gen {
+				lats = append(lats, float64(at-gen)/float64(m))
+				break
+			}
+			at += plan.next(e, at, 1)
+		}
+	}
+	sort.Float64s(lats)
+	perJob, p95 := float64(polls)/n, lats[n*95/100]
+	t.Logf("%.2f polls per job, p95 %.3f medians", perJob, p95)
+	if perJob > 3 || p95 > 0.34 {
+		t.Errorf("%.2f polls per job and p95 %.3f medians from completion to seen; want at most 3 and 0.34", perJob, p95)
 	}
 }
 
@@ -57,7 +95,7 @@ func TestPollPlanScaleFree(t *testing.T) {
 			e := Estimate{Median: scale, Sigma: 0.3, Samples: 9}
 			var d time.Duration
 			if elapsed < 0 {
-				d = plan.first(e, 1)
+				d = plan.first(e, 1, 0.3)
 			} else {
 				d = plan.next(e, time.Duration(elapsed*float64(scale)), 1)
 			}
@@ -91,7 +129,7 @@ func TestGenStatsLearn(t *testing.T) {
 		t.Fatalf("after three ~2 s generations: %+v", e)
 	}
 	plan := pollPlan{prior: 8 * time.Second, maxInterval: 3 * time.Second}
-	if d := plan.first(e, 1); d > 2*time.Second || d < 1500*time.Millisecond {
+	if d := plan.first(e, 1, 0); d > 2*time.Second || d < 1300*time.Millisecond {
 		t.Errorf("first poll %v after three ~2 s generations (prior 8 s)", d)
 	}
 	if e, _ := g.read(ctx, edit); e.Samples != 0 {

@@ -26,6 +26,7 @@ import (
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/jobs"
 	"github.com/kontextq/kontextq/kie"
+	"github.com/kontextq/kontextq/ratelimit"
 )
 
 // Limiter is the rate limiter a handler waits on (ratelimit.Limiter).
@@ -174,8 +175,9 @@ type Worker struct {
 	redis   *redisProbe
 	stats   *genStats
 	plan    pollPlan
-	prices  map[string]jobs.Credits // configured
-	submits sync.WaitGroup          // generate calls in flight; they outlive a shutdown so their task id is recorded
+	timers  atomic.Pointer[pollTimers] // set while Run runs
+	prices  map[string]jobs.Credits    // configured
+	submits sync.WaitGroup             // generate calls in flight; they outlive a shutdown so their task id is recorded
 
 	id           string        // this process, as the owner of the dispatch lock
 	dispatchWake chan struct{} // a submit slot freed: top the backlog up (see dispatch.go)
@@ -205,6 +207,24 @@ func New(o Options) (*Worker, error) {
 	return w, nil
 }
 
+// resolution is how often asynq moves due tasks (scheduled polls, retried submits) to their
+// queues, and how long an idle server waits before looking at its queues again (0.5 to 1.5
+// times it): half the time between two generate tokens of the account, within 20 ms and 1 s.
+// A poll timed to a learned generation time, an archive queued by a poll, or a submit retried
+// when the next token frees then waits at most about one token's time at any time scale (Kie's
+// 20 per 10 s: 0.25 s; 20 per 2 s: 0.05 s; the poll schedule's figures in pollplan.go count it),
+// where asynq's 1 s defaults added up to 2.5 s to every result. The rate is read from the submit
+// limiter when it reports one. Each check is one short script per queue.
+func (w *Worker) resolution() time.Duration {
+	d := time.Second
+	if l, ok := w.o.SubmitLimiter.(interface{ Stats() ratelimit.Stats }); ok {
+		if r := l.Stats().ConfiguredRate; r > 0 {
+			d = time.Duration(float64(time.Second) / r / 2)
+		}
+	}
+	return min(max(d, 20*time.Millisecond), time.Second)
+}
+
 // Ledger is the worker's ledger.
 func (w *Worker) Ledger() *jobs.Ledger { return w.ledger }
 
@@ -228,7 +248,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	base := asynq.Config{
 		IsFailure:                isFailure,
 		RetryDelayFunc:           taskRetryDelay,
-		DelayedTaskCheckInterval: time.Second,
+		DelayedTaskCheckInterval: w.resolution(),
+		TaskCheckInterval:        w.resolution(),
 		ShutdownTimeout:          shutdownTimeout,
 		HealthCheckInterval:      15 * time.Second,
 		Logger:                   asynqLogger{w.log},
@@ -253,6 +274,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	pollCfg.Queues = map[string]int{w.queues.Archive: 6, w.queues.Poll: 3}
 	pollCfg.StrictPriority = true
 
+	timers := newPollTimers(ctx, w.o.PollWorkers)
+	w.timers.Store(timers)
+	defer func() {
+		w.timers.Store(nil)
+		timers.close()
+	}()
 	h := w.Handler()
 	var servers []*asynq.Server
 	stop := func() {
