@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/spf13/cobra"
 
 	"github.com/kontextq/kontextq/config"
@@ -211,8 +212,8 @@ func runBench(cmd *cobra.Command, cfg config.Config, b *benchFlags, scales []ben
 }
 
 // benchLoad loads a job file exactly as "kontextq load FILE --batch BATCH" does, every other
-// flag at its default.
-func benchLoad(ctx context.Context, enq *jobs.Enqueuer, path, batch string) error {
+// flag at its default (the bulk class among them).
+func benchLoad(ctx context.Context, rdb redis.UniversalClient, namespace, path, batch string) error {
 	var b batchFlags
 	b.register(&cobra.Command{})
 	b.batch = batch
@@ -220,6 +221,16 @@ func benchLoad(ctx context.Context, enq *jobs.Enqueuer, path, batch string) erro
 	if err := checkOptions(o); err != nil {
 		return err
 	}
-	_, err := loadWithProgress(ctx, enq, o, io.Discard)
+	pr, err := o.priority()
+	if err != nil {
+		return err
+	}
+	rep, err := validateFile(ctx, o, io.Discard)
+	if err != nil {
+		return err
+	}
+	enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: namespace, Retention: config.Default().Retention, Priority: pr})
+	defer enq.Close()
+	_, err = enqueueWithProgress(ctx, enq, o, rep, io.Discard)
 	return err
 }

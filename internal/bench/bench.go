@@ -13,7 +13,6 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/kontextq/kontextq/jobs"
 )
 
 // Kie's real budgets, which a scale compresses in time.
@@ -26,9 +25,10 @@ const (
 	naivePollEvery  = 3 * time.Second
 )
 
-// LoadFunc loads the job file at path into batch, as `kontextq load` does. The binary passes its
-// own loader; tests may leave it nil for a plain one (a jobs.Reader and the Enqueuer).
-type LoadFunc func(ctx context.Context, enq *jobs.Enqueuer, path, batch string) error
+// LoadFunc loads the job file at path into batch of namespace, as `kontextq load` does (with its
+// default priority, bulk). The binary passes its own loader; tests may leave it nil for a plain
+// one (a jobs.Reader and an Enqueuer of bulk jobs).
+type LoadFunc func(ctx context.Context, rdb redis.UniversalClient, namespace, path, batch string) error
 
 // Options configure a benchmark run. Zero values take the defaults named.
 type Options struct {

@@ -223,9 +223,10 @@ func tiny(c Case) Case {
 }
 
 // TestRunSmoke runs a tiny version of every case, kontextq and the naive client, on real Redis at
-// a tiny scale (4 calls per 500 ms): every job must end, the simulator must never have been
-// called over its limit, no image may be paid twice, the report must show every row, and no key
-// may be left. It asserts no timing: figures on a tiny batch and a shared machine mean little.
+// a tiny scale (4 calls per 500 ms), the cases side by side: every job must end, the simulator
+// must never have been called over its limit, no image may be paid twice, the report must show
+// both rows, and no key may be left. It asserts no timing: figures on a tiny batch on a shared
+// machine mean little.
 func TestRunSmoke(t *testing.T) {
 	env := redistest.New(t)
 	ctx := context.Background()
@@ -237,63 +238,68 @@ func TestRunSmoke(t *testing.T) {
 		Jobs:  12, Storm: 500 * time.Millisecond,
 		Logger: slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
-	var cases []Case
-	for _, c := range Cases() {
-		cases = append(cases, tiny(c))
-	}
-	results, err := Run(ctx, o, cases)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(results) != len(cases) {
-		t.Fatalf("%d results, want %d", len(results), len(cases))
-	}
-	for _, r := range results {
-		for _, f := range []*Figures{&r.Kontextq, r.Naive} {
-			if f == nil {
-				t.Fatalf("case %s: no naive figures", r.Case.Name)
-			}
-			want := 12 + r.Case.Behind.Jobs
-			if f.TimedOut || f.Jobs != want || f.Archived+f.Failed != want {
-				t.Errorf("case %s, %s: %d archived and %d failed of %d (timed out: %t); want all %d ended",
-					r.Case.Name, f.Client, f.Archived, f.Failed, f.Jobs, f.TimedOut, want)
-			}
-			if !r.Case.Faults.any() && r.Case.ResultTTL == 0 && f.Failed > 0 {
-				t.Errorf("case %s, %s: %d failed without faults", r.Case.Name, f.Client, f.Failed)
-			}
-			if f.MaxInWindow > o.Scale.Limit {
-				t.Errorf("case %s, %s: %d accepted in one window, over the limit of %d", r.Case.Name, f.Client, f.MaxInWindow, o.Scale.Limit)
-			}
-			if f.Latencies != f.Archived {
-				t.Errorf("case %s, %s: %d latencies for %d archived", r.Case.Name, f.Client, f.Latencies, f.Archived)
-			}
-			if r.Case.Behind.Jobs > 0 && f.FocusJobs != r.Case.Behind.Jobs {
-				t.Errorf("case %s, %s: batch behind of %d jobs, want %d", r.Case.Name, f.Client, f.FocusJobs, r.Case.Behind.Jobs)
-			}
+	t.Run("cases", func(t *testing.T) {
+		for _, c := range Cases() {
+			c := tiny(c)
+			t.Run(c.Name, func(t *testing.T) {
+				t.Parallel()
+				results, err := Run(ctx, o, []Case{c})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(results) != 1 {
+					t.Fatalf("%d results, want 1", len(results))
+				}
+				checkSmoke(t, o, results[0])
+			})
 		}
-		if r.Kontextq.PaidTwice > 0 {
-			t.Errorf("case %s: kontextq paid %d images twice", r.Case.Name, r.Kontextq.PaidTwice)
-		}
-		if r.Case.Behind.Jobs > 0 && r.Kontextq.FocusArchived != r.Case.Behind.Jobs {
-			t.Errorf("case %s: %d of the %d jobs behind archived", r.Case.Name, r.Kontextq.FocusArchived, r.Case.Behind.Jobs)
-		}
-		if r.Case.Storm && r.Kontextq.RateLimited == 0 {
-			t.Errorf("storm case: kontextq saw no 429: the storm did not happen")
-		}
-	}
-	var md strings.Builder
-	if err := Markdown(&md, o, results); err != nil {
-		t.Fatal(err)
-	}
-	for _, c := range cases {
-		if n := strings.Count(md.String(), "| "+c.Title+" |"); n != 2 {
-			t.Errorf("report has %d rows for %q, want 2 (kontextq and naive):\n%s", n, c.Title, md.String())
-		}
-	}
-	t.Logf("\n%s", md.String())
+	})
 	if keys, err := env.Keys(ctx); err != nil || len(keys) > 0 {
 		t.Errorf("keys left behind after the run (%v): %q", err, keys)
 	}
+}
+
+func checkSmoke(t *testing.T, o Options, r Result) {
+	t.Helper()
+	for _, f := range []*Figures{&r.Kontextq, r.Naive} {
+		if f == nil {
+			t.Fatalf("no naive figures")
+		}
+		want := 12 + r.Case.Behind.Jobs
+		if f.TimedOut || f.Jobs != want || f.Archived+f.Failed != want {
+			t.Errorf("%s: %d archived and %d failed of %d (timed out: %t); want all %d ended",
+				f.Client, f.Archived, f.Failed, f.Jobs, f.TimedOut, want)
+		}
+		if !r.Case.Faults.any() && r.Case.ResultTTL == 0 && f.Failed > 0 {
+			t.Errorf("%s: %d failed without faults", f.Client, f.Failed)
+		}
+		if f.MaxInWindow > o.Scale.Limit {
+			t.Errorf("%s: %d accepted in one window, over the limit of %d", f.Client, f.MaxInWindow, o.Scale.Limit)
+		}
+		if f.Latencies != f.Archived {
+			t.Errorf("%s: %d latencies for %d archived", f.Client, f.Latencies, f.Archived)
+		}
+		if r.Case.Behind.Jobs > 0 && f.FocusJobs != r.Case.Behind.Jobs {
+			t.Errorf("%s: batch behind of %d jobs, want %d", f.Client, f.FocusJobs, r.Case.Behind.Jobs)
+		}
+	}
+	if r.Kontextq.PaidTwice > 0 {
+		t.Errorf("kontextq paid %d images twice", r.Kontextq.PaidTwice)
+	}
+	if r.Case.Behind.Jobs > 0 && r.Kontextq.FocusArchived != r.Case.Behind.Jobs {
+		t.Errorf("%d of the %d jobs behind archived", r.Kontextq.FocusArchived, r.Case.Behind.Jobs)
+	}
+	if r.Case.Storm && r.Kontextq.RateLimited == 0 {
+		t.Errorf("kontextq saw no 429: the storm did not happen")
+	}
+	var md strings.Builder
+	if err := Markdown(&md, o, []Result{r}); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(md.String(), "| "+r.Case.Title+" |"); n != 2 {
+		t.Errorf("report has %d rows for %q, want 2 (kontextq and naive):\n%s", n, r.Case.Title, md.String())
+	}
+	t.Logf("\n%s", md.String())
 }
 
 // BenchmarkRateLimit runs the idle60 case at the compressed scale, kontextq and the naive

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/kontextq/kontextq/archive"
 	"github.com/kontextq/kontextq/config"
 	"github.com/kontextq/kontextq/internal/app"
@@ -51,7 +53,9 @@ func writeJobFile(dir, batch string, n int) (string, error) {
 
 // loadFile is the loader of tests that have no binary: the jobs package's reader and the
 // Enqueuer, job by job.
-func loadFile(ctx context.Context, enq *jobs.Enqueuer, path, batch string) error {
+func loadFile(ctx context.Context, rdb redis.UniversalClient, namespace, path, batch string) error {
+	enq := jobs.NewEnqueuer(rdb, jobs.EnqueuerOptions{Namespace: namespace, Priority: jobs.Bulk})
+	defer enq.Close()
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -105,7 +109,7 @@ func runKontextq(ctx context.Context, o Options, c Case) (f Figures, err error) 
 	if err != nil {
 		return f, err
 	}
-	if err := o.Load(ctx, enq, path, batchName); err != nil {
+	if err := o.Load(ctx, o.Redis, ns, path, batchName); err != nil {
 		return f, fmt.Errorf("bench: loading the batch: %w", err)
 	}
 
@@ -243,7 +247,7 @@ func focusLoader(ctx context.Context, o Options, c Case, cfg config.Config, enq 
 			return nil, nil, err
 		}
 		fo.load = func() {
-			if err := o.Load(ctx, enq, path, focusBatch); err != nil {
+			if err := o.Load(ctx, o.Redis, cfg.Namespace, path, focusBatch); err != nil {
 				fo.err = fmt.Errorf("bench: loading the batch behind: %w", err)
 			}
 		}
