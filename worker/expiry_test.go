@@ -103,7 +103,6 @@ func expiryScenario(ttl time.Duration) setupOpts {
 		worker: worker.Options{
 			SubmitWorkers: 8, PollWorkers: 8, ArchiveWorkers: 2,
 			FirstPoll: time.Second, // when most are done: early polls would only spend the poll budget
-			PollRate:  100,         // the simulator's record-info budget, as the binary is told it
 			ResultTTL: ttl, ExpiryMargin: 2 * time.Second, SweepInterval: time.Second,
 		},
 	}

@@ -1,6 +1,7 @@
 package worker_test
 
 import (
+	"reflect"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -16,9 +17,11 @@ import (
 // budgets are the rates a test's worker is told.
 type budgets struct{ submit, poll, transfer ratelimit.Rate }
 
-// buildWorker builds a worker through the composition root the binary uses: its limiters are the
-// account's (every worker of a test shares them) on rdb, in namespace ns. wo is the test's own
-// options: whatever it sets wins, and a Redis or Kie it sets replaces the default one.
+// buildWorker builds a worker through the composition root the binary uses, with the options the
+// binary would have for these budgets (the poll schedule knows its poll budget, as the binary's
+// does): its limiters are the account's (every worker of a test shares them) on rdb, in
+// namespace ns. Whatever wo sets wins over the binary's options; a Redis or Kie it sets replaces
+// the default one.
 func buildWorker(t *testing.T, rdb redis.UniversalClient, ns string, kc *kie.Client, store archive.Store, b budgets, wo worker.Options) *worker.Worker {
 	t.Helper()
 	cfg := config.Default()
@@ -26,19 +29,23 @@ func buildWorker(t *testing.T, rdb redis.UniversalClient, ns string, kc *kie.Cli
 	cfg.Namespace = ns
 	cfg.Rate, cfg.PollRate, cfg.TransferRate = b.submit, b.poll, b.transfer
 	w, err := app.NewWorker(cfg, app.Deps{Redis: rdb, Kie: kc, Store: store}, func(o *worker.Options) {
-		own := wo
-		if own.Redis == nil {
-			own.Redis = o.Redis
-		}
-		if own.Kie == nil {
-			own.Kie = o.Kie
-		}
-		own.Store, own.Namespace = o.Store, o.Namespace
-		own.SubmitLimiter, own.PollLimiter, own.TransferLimiter = o.SubmitLimiter, o.PollLimiter, o.TransferLimiter
-		*o = own
+		account := *o
+		overlay(o, wo)
+		o.Store, o.Namespace = account.Store, account.Namespace
+		o.SubmitLimiter, o.PollLimiter, o.TransferLimiter = account.SubmitLimiter, account.PollLimiter, account.TransferLimiter
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return w.Worker
+}
+
+// overlay sets on o every field that wo sets (that is not its zero value).
+func overlay(o *worker.Options, wo worker.Options) {
+	dst, src := reflect.ValueOf(o).Elem(), reflect.ValueOf(wo)
+	for i := range src.NumField() {
+		if f := src.Field(i); !f.IsZero() {
+			dst.Field(i).Set(f)
+		}
+	}
 }
