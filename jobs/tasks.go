@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -300,3 +301,49 @@ func (t *Tasks) SubmitBacklog(ctx context.Context) (map[Priority]int64, error) {
 	}
 	return out, nil
 }
+
+// Contention reports what waits for a generate token in the classes above p: submit tasks
+// waiting in their queues for a slot (pending), and submit handlers holding a slot and waiting
+// for the rate limiter (waiting, registered with WaitingForToken). One round trip.
+func (t *Tasks) Contention(ctx context.Context, p Priority, now time.Time) (pending, waiting int64, err error) {
+	var cmds []*redis.IntCmd
+	_, err = t.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		for _, q := range Priorities {
+			if q == p {
+				break
+			}
+			cmds = append(cmds, pl.LLen(ctx, "asynq:{"+t.queues.SubmitFor(q)+"}:pending"),
+				pl.ZCount(ctx, t.tokenWaitersKey(q), strconv.FormatInt(now.UnixMilli(), 10), "+inf"))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, 0, fmt.Errorf("reading the submit contention: %w", err)
+	}
+	for i := 0; i+1 < len(cmds); i += 2 {
+		pending += cmds[i].Val()
+		waiting += cmds[i+1].Val()
+	}
+	return pending, waiting, nil
+}
+
+// WaitingForToken registers (or renews, until until) a submit handler of class p, named by
+// waiter, as waiting for a generate token; done unregisters it. Handlers of lower classes see it
+// through Contention and leave the tokens to it.
+func (t *Tasks) WaitingForToken(ctx context.Context, p Priority, waiter string, now, until time.Time) error {
+	k := t.tokenWaitersKey(p)
+	_, err := t.rdb.Pipelined(ctx, func(pl redis.Pipeliner) error {
+		pl.ZAdd(ctx, k, redis.Z{Score: float64(until.UnixMilli()), Member: waiter})
+		pl.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(now.UnixMilli(), 10))
+		pl.PExpire(ctx, k, time.Hour)
+		return nil
+	})
+	return err
+}
+
+// DoneWaitingForToken unregisters a waiter registered with WaitingForToken.
+func (t *Tasks) DoneWaitingForToken(ctx context.Context, p Priority, waiter string) error {
+	return t.rdb.ZRem(ctx, t.tokenWaitersKey(p), waiter).Err()
+}
+
+func (t *Tasks) tokenWaitersKey(p Priority) string { return t.queues.SubmitFor(p) + ":token-waiters" }

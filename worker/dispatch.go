@@ -125,3 +125,86 @@ func (w *Worker) sweepDispatches(ctx context.Context, now time.Time) (int, error
 	}
 	return n, nil
 }
+
+// A submit slot holds its job while it waits for a token, so without more a job of a higher
+// class would wait behind every job already holding a slot, in every process. Handlers of lower
+// classes therefore look, about once a token's time, at what the classes above them have waiting:
+// a higher-class task waiting for a slot makes them give theirs up (their task comes back after
+// a token's time), and a higher-class handler waiting on the limiter makes them leave the next
+// tokens to it. A higher class thus takes the next free token, in whichever process it waits.
+
+// tokenSlice is how long a submit handler waits on the limiter between two looks: about one
+// token's time at the account's rate, within [10 ms, 1 s]. Unknown rate: 250 ms.
+func (w *Worker) tokenSlice() time.Duration {
+	if w.o.SubmitRate <= 0 {
+		return 250 * time.Millisecond
+	}
+	return min(max(time.Duration(float64(time.Second)/w.o.SubmitRate), 10*time.Millisecond), time.Second)
+}
+
+// waitForToken waits up to most for a generate token for a job of class p, leaving tokens to the
+// classes above it. yield reports that the handler should give its slot up to a higher-class
+// task; retry, when no token came, is when to come back.
+func (w *Worker) waitForToken(ctx context.Context, p jobs.Priority, most time.Duration) (granted, yield bool, retry time.Duration, err error) {
+	slice := w.tokenSlice()
+	deadline := time.Now().Add(most)
+	waiter := w.id + ":" + newToken()
+	if p != jobs.Bulk {
+		defer func() { _ = w.tasks.DoneWaitingForToken(context.WithoutCancel(ctx), p, waiter) }()
+	}
+	for {
+		now := time.Now()
+		left := deadline.Sub(now)
+		if left <= 0 {
+			return false, false, max(retry, slice), nil
+		}
+		if p != jobs.Interactive {
+			pending, waiting, cerr := w.tasks.Contention(ctx, p, now)
+			switch {
+			case cerr != nil:
+				// Priority is a courtesy; the limiter decides. Go on without it.
+			case pending > w.yielding.Load():
+				// Give the slot up, unless this process has already given up as many as there
+				// are tasks waiting for one.
+				w.yielding.Add(1)
+				time.AfterFunc(slice, func() { w.yielding.Add(-1) })
+				return false, true, slice, nil
+			case pending > 0:
+				if !sleepCtx(ctx, min(slice, left)) {
+					return false, false, slice, ctx.Err()
+				}
+				continue
+			case waiting > 0:
+				if !sleepCtx(ctx, min(slice, left)) {
+					return false, false, slice, ctx.Err()
+				}
+				continue
+			}
+		}
+		if p != jobs.Bulk {
+			_ = w.tasks.WaitingForToken(ctx, p, waiter, now, now.Add(3*slice))
+		}
+		granted, retry, err = w.o.SubmitLimiter.WaitAtMost(ctx, min(slice, left))
+		if granted || err != nil {
+			return granted, false, retry, err
+		}
+		if !sleepCtx(ctx, min(retry, slice, deadline.Sub(time.Now()))) {
+			return false, false, slice, ctx.Err()
+		}
+	}
+}
+
+// sleepCtx sleeps for d unless ctx ends first; it reports whether it slept the whole time.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

@@ -148,9 +148,18 @@ func (w *Worker) submitJob(ctx context.Context, ref jobs.Ref) error {
 			}
 		}()
 	}
-	granted, retry, err := w.o.SubmitLimiter.WaitAtMost(ctx, maxLimiterWait)
+	var granted, yield bool
+	var retry time.Duration
+	if probe {
+		granted, retry, err = w.o.SubmitLimiter.WaitAtMost(ctx, maxLimiterWait)
+	} else {
+		granted, yield, retry, err = w.waitForToken(ctx, j.Priority, maxLimiterWait)
+	}
 	if err != nil && !granted {
 		return &RateLimitedError{RetryAfter: max(retry, time.Second), Why: "rate limiter unavailable: " + err.Error()}
+	}
+	if yield {
+		return &RateLimitedError{RetryAfter: retry, Why: "a job of a higher priority takes this slot"}
 	}
 	if !granted {
 		return &RateLimitedError{RetryAfter: retry, Why: "waiting for the generate rate limit"}
