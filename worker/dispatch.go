@@ -68,31 +68,39 @@ func (w *Worker) Dispatch(ctx context.Context, backlog int) (int, error) {
 		return 0, err
 	}
 	defer release()
+	// Jobs this process dispatched whose tasks could not be queued (Redis failed in between)
+	// go first. They are still noted as dispatched, so if this process dies the sweeper finds
+	// them.
+	n, err := w.deliver(ctx, nil)
+	if err != nil {
+		return n, err
+	}
 	have, err := w.tasks.SubmitBacklog(ctx)
 	if err != nil {
-		return 0, err
+		return n, err
 	}
 	ds, err := w.ledger.DispatchUpTo(ctx, backlog, have)
 	if err != nil {
-		return 0, err
+		return n, err
 	}
-	n := 0
-	for i, d := range ds {
+	m, err := w.deliver(ctx, ds)
+	return n + m, err
+}
+
+// deliver queues the submit tasks of ds after those left over from an earlier failure; on an
+// error it keeps the rest for the next call. It reports how many it queued.
+func (w *Worker) deliver(ctx context.Context, ds []jobs.Dispatched) (int, error) {
+	w.undeliveredMu.Lock()
+	defer w.undeliveredMu.Unlock()
+	todo := append(w.undelivered, ds...)
+	w.undelivered = nil
+	for i, d := range todo {
 		if err := w.tasks.SubmitAs(ctx, d.Ref, d.Submissions, d.Priority); err != nil {
-			// Back in line, and the rest with it, for the next top-up.
-			back := make([]jobs.Ref, 0, len(ds)-i)
-			for _, d := range ds[i:] {
-				back = append(back, d.Ref)
-				_ = w.ledger.Undispatch(context.WithoutCancel(ctx), d.Ref)
-			}
-			if _, lerr := w.ledger.PutInLine(context.WithoutCancel(ctx), true, back...); lerr != nil {
-				w.log.Warn("jobs dispatched but not queued; the sweeper queues them", "err", lerr)
-			}
-			return n, err
+			w.undelivered = append(w.undelivered, todo[i:]...)
+			return i, err
 		}
-		n++
 	}
-	return n, nil
+	return len(todo), nil
 }
 
 // sweepDispatches queues again the submit task of every job dispatched more than a sweep interval

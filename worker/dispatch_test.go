@@ -135,3 +135,29 @@ func TestSweepQueuesALostDispatch(t *testing.T) {
 		t.Errorf("%d paid submissions, want 1", st.Accepted)
 	}
 }
+
+// A dispatch whose submit tasks cannot be queued (Redis fails in between) delivers them at the
+// next top-up, not a sweep interval later, and never loses the jobs.
+func TestDispatchDeliversAfterAFailure(t *testing.T) {
+	b := setup(t, setupOpts{sim: calmSim()})
+	ctx := context.Background()
+	for i := range 3 {
+		b.enqueue(t, jobs.Spec{Batch: "flaky", ID: fmt.Sprint("j", i), Prompt: fmt.Sprint("a gate in the rain, take ", i)})
+	}
+	// The first enqueue of an asynq submit task fails once.
+	h := &faultHook{match: mentions(":t:submit:flaky/"), window: time.Minute, limit: 1}
+	w := b.another(t, worker.Options{Redis: faultyClient(t, b, h)})
+	if n, err := w.Dispatch(ctx, 8); err == nil || n != 0 {
+		t.Fatalf("Dispatch with a failing Redis: %d, %v; want an error and nothing queued", n, err)
+	}
+	if n, err := w.Dispatch(ctx, 8); err != nil || n != 3 {
+		t.Fatalf("the next Dispatch queued %d, %v; want the 3 left over", n, err)
+	}
+	b.w = w
+	if c := b.run(t, "flaky", 30*time.Second); c.Archived != 3 {
+		t.Errorf("counts %+v", c)
+	}
+	if st := b.sim.Stats(); st.Accepted != 3 {
+		t.Errorf("%d paid submissions, want 3", st.Accepted)
+	}
+}

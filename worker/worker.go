@@ -182,6 +182,9 @@ type Worker struct {
 	id           string        // this process, as the owner of the dispatch lock
 	dispatchWake chan struct{} // a submit slot freed: top the backlog up (see dispatch.go)
 	yielding     atomic.Int64  // submit slots given up to higher-class tasks in the last token's time
+
+	undeliveredMu sync.Mutex
+	undelivered   []jobs.Dispatched // dispatched, but their tasks could not be queued yet
 }
 
 // New builds a Worker.
