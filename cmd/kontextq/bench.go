@@ -40,7 +40,7 @@ func (b *benchFlags) register(cmd *cobra.Command, cases string, jobs int) {
 	f.StringVar(&b.cases, "cases", cases, "comma-separated cases to run, or all: "+caseNames())
 	f.StringVar(&b.out, "out", "", "also write the results as markdown tables to this file")
 	f.DurationVar(&b.o.Storm, "storm", time.Minute, "length of the storm of 429s in the storm case")
-	f.IntVar(&b.o.NaiveConcurrency, "naive-concurrency", 8, "goroutines of the naive client per process")
+	f.IntVar(&b.o.NaiveConcurrency, "naive-concurrency", 0, "goroutines of the naive client per process (default: the limit's calls per window)")
 	f.BoolVar(&b.o.SkipNaive, "skip-naive", false, "leave the naive baseline out")
 	f.Int64Var(&b.o.Seed, "seed", 1, "seed of the simulator's random choices")
 }
@@ -156,8 +156,8 @@ func runBench(cmd *cobra.Command, cfg config.Config, b *benchFlags, scales []ben
 		cerr = fmt.Errorf("--cases: %w", cerr)
 	}
 	var neg error
-	if b.o.Jobs <= 0 || b.o.Storm <= 0 || b.o.NaiveConcurrency <= 0 {
-		neg = errors.New("--jobs, --storm and --naive-concurrency must be positive")
+	if b.o.Jobs <= 0 || b.o.Storm <= 0 || b.o.NaiveConcurrency < 0 {
+		neg = errors.New("--jobs and --storm must be positive, --naive-concurrency not negative")
 	}
 	if err := errors.Join(bad, cerr, neg); err != nil {
 		return usageErr(err)

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
 )
 
 // Kie's real budgets, which a scale compresses in time.
@@ -42,7 +41,8 @@ type Options struct {
 	// Storm is the length of the storm of 429s in the storm case (60 s, not compressed: the
 	// issue asks for a minute of storm).
 	Storm time.Duration
-	// NaiveConcurrency is the naive client's goroutines per simulated process (8).
+	// NaiveConcurrency is the naive client's goroutines per simulated process (the scale's
+	// limit: as many as the account accepts calls per window).
 	NaiveConcurrency int
 	// SkipNaive leaves the naive baseline out.
 	SkipNaive bool
@@ -77,7 +77,7 @@ func (o *Options) defaults() error {
 		o.Storm = time.Minute
 	}
 	if o.NaiveConcurrency <= 0 {
-		o.NaiveConcurrency = 8
+		o.NaiveConcurrency = o.Scale.Limit
 	}
 	if o.Namespace == "" {
 		o.Namespace = "kqbench"

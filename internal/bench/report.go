@@ -12,7 +12,9 @@ import (
 // client side by side for each case, then each target of the issue with kontextq's figure, the
 // naive client's and their ratio. The settings that produced them follow.
 func Markdown(w io.Writer, o Options, rs []Result) error {
+	conc := o.NaiveConcurrency
 	_ = o.defaults()
+	o.NaiveConcurrency = conc
 	var b strings.Builder
 	b.WriteString("| case | scale | client | jobs | time (ideal) | time vs ideal | utilisation over the span (whole windows) | 429s (per 100 accepted) | 429s after the first 3 windows | completion → archived p50 / p95 | polls per job | batch behind done after | archived / failed | paid twice | target |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
@@ -33,16 +35,20 @@ func Markdown(w io.Writer, o Options, rs []Result) error {
 	for _, r := range rs {
 		if !seen[r.Scale.Name] {
 			seen[r.Scale.Name] = true
+			conc := o.NaiveConcurrency
+			if conc == 0 {
+				conc = r.Scale.Limit
+			}
 			scales = append(scales, fmt.Sprintf("%s: true limit %d per %s, median generation %s (lognormal, σ 0.5), record-info budget %d per %s, "+
-				"naive client sleeping %s on a 429 or 455 and polling every %s",
+				"naive client of %d goroutines per process sleeping %s on a 429 or 455 and polling every %s",
 				r.Scale.Name, r.Scale.Limit, r.Scale.Window, r.Scale.GenMedian, kiePollEvents, r.Scale.compress(kiePollPer),
-				r.Scale.compress(naiveSleepOn429), r.Scale.compress(naivePollEvery)))
+				conc, r.Scale.compress(naiveSleepOn429), r.Scale.compress(naivePollEvery)))
 		}
 	}
 	fmt.Fprintf(&b, "\nScales: %s. kontextq: the binary's defaults (config.Default through internal/app), told the account's rates; "+
-		"%d jobs per case unless the case names its own; naive client %d goroutines per process; storm %s. "+
+		"%d jobs per case unless the case names its own; storm %s. "+
 		"Ideal = jobs ÷ limit × window + one median generation (+ the storm).\n",
-		strings.Join(scales, "; "), o.Jobs, o.NaiveConcurrency, o.Storm)
+		strings.Join(scales, "; "), o.Jobs, o.Storm)
 	_, err := io.WriteString(w, b.String())
 	return err
 }
