@@ -544,15 +544,18 @@ func (l *Ledger) Budget(ctx context.Context, batch string) (BatchBudget, error) 
 	return batchBudget(v), nil
 }
 
-func batchBudget(v []any) BatchBudget {
-	n := func(i int) (int64, bool) {
-		s, ok := v[i].(string)
-		if !ok {
-			return 0, false
-		}
-		x, err := strconv.ParseInt(s, 10, 64)
-		return x, err == nil
+// intAt reads the integer at v[i] of an HMGET answer; ok is false for a field that is absent.
+func intAt(v []any, i int) (int64, bool) {
+	s, ok := v[i].(string)
+	if !ok {
+		return 0, false
 	}
+	x, err := strconv.ParseInt(s, 10, 64)
+	return x, err == nil
+}
+
+func batchBudget(v []any) BatchBudget {
+	n := func(i int) (int64, bool) { return intAt(v, i) }
 	var b BatchBudget
 	c, ok := n(0)
 	b.Cap, b.HasCap = Credits(c), ok
@@ -581,14 +584,7 @@ func (l *Ledger) Account(ctx context.Context) (AccountBudget, error) {
 	if err != nil {
 		return AccountBudget{}, fmt.Errorf("ledger: reading the account's budget: %w", err)
 	}
-	n := func(i int) (int64, bool) {
-		s, ok := v[i].(string)
-		if !ok {
-			return 0, false
-		}
-		x, err := strconv.ParseInt(s, 10, 64)
-		return x, err == nil
-	}
+	n := func(i int) (int64, bool) { return intAt(v, i) }
 	var a AccountBudget
 	f, ok := n(0)
 	a.Floor, a.HasFloor = Credits(f), ok
