@@ -732,7 +732,7 @@ return 1
 
 // ReleaseHeld releases the held jobs of a batch that its budget can now cover, at the smallest
 // price known, and puts them back in line. It reports how many it released.
-func ReleaseHeld(ctx context.Context, l *Ledger, t *Tasks, batch string, price Credits) (int, error) {
+func ReleaseHeld(ctx context.Context, l *Ledger, batch string, price Credits) (int, error) {
 	capN, floorN, err := l.Room(ctx, batch, price)
 	if err != nil {
 		return 0, err
@@ -784,7 +784,7 @@ func (e *Enqueuer) releaseHeld(ctx context.Context, batches []string, configured
 	price := SmallestPrice(configured, learned)
 	total := 0
 	for _, b := range batches {
-		n, err := ReleaseHeld(ctx, e.ledger, e.tasks, b, price)
+		n, err := ReleaseHeld(ctx, e.ledger, b, price)
 		total += n
 		if err != nil {
 			return total, err

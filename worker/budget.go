@@ -184,7 +184,7 @@ func (w *Worker) releaseHeld(ctx context.Context, batch string) {
 		w.log.Warn("releasing held jobs failed", "batch", batch, "err", err)
 		return
 	}
-	n, err := jobs.ReleaseHeld(ctx, w.ledger, w.tasks, batch, jobs.SmallestPrice(w.prices, learned))
+	n, err := jobs.ReleaseHeld(ctx, w.ledger, batch, jobs.SmallestPrice(w.prices, learned))
 	if err != nil {
 		w.log.Warn("releasing held jobs failed; the sweeper tries again", "batch", batch, "err", err)
 	}

@@ -32,7 +32,7 @@ retry prints what it did and is idempotent: a second run finds nothing more to r
 				return usageErr(errors.New("say which jobs to retry: --failed"))
 			}
 			return withBatchTasks(cmd, args[0], func(ctx context.Context, l *jobs.Ledger, tasks *jobs.Tasks) error {
-				return retryFailed(ctx, l, tasks, args[0], interrupted, cmd.OutOrStdout())
+				return retryFailed(ctx, l, args[0], interrupted, cmd.OutOrStdout())
 			})
 		},
 	}
@@ -41,7 +41,7 @@ retry prints what it did and is idempotent: a second run finds nothing more to r
 	return cmd
 }
 
-func retryFailed(ctx context.Context, l *jobs.Ledger, tasks *jobs.Tasks, batch string, interrupted bool, out io.Writer) error {
+func retryFailed(ctx context.Context, l *jobs.Ledger, batch string, interrupted bool, out io.Writer) error {
 	include := func(r jobs.Reason) bool { return r != jobs.Interrupted || interrupted }
 	// Back in line in the class each job was enqueued with, behind the jobs waiting there.
 	rep, err := l.RetryFailed(ctx, batch, include, func(r jobs.Ref, _ int) error {
